@@ -242,6 +242,16 @@ def test_deadline_exceeded_cancels_the_run(odd: runtime.Servable) -> None:
     assert int(odd.predict({"steps": np.int64(1000)}, "slow", timeout=30.0)["count"]) == 1000
 
 
+def test_deadline_wins_over_the_caller_thread_hint(odd: runtime.Servable) -> None:
+    """A step in the caller's thread cannot be cancelled, so a call with a deadline ignores the hint."""
+    started = time.monotonic()
+    with pytest.raises(SigserveError) as info:
+        odd.predict({"steps": np.int64(10**12)}, "slow", timeout=0.2, in_caller_thread=True)
+    assert info.value.code == Code.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 10
+    assert int(odd.predict({"steps": np.int64(1000)}, "slow", in_caller_thread=True)["count"]) == 1000
+
+
 def test_deadline_already_passed(hpt: runtime.Servable) -> None:
     with pytest.raises(SigserveError) as info:
         hpt.predict({"x": [[1.0]]}, timeout=0.0)

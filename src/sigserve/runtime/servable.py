@@ -52,7 +52,8 @@ class Servable:
             dict(meta_graph.signature_def.items())
         )
         self._session = session
-        self.runner: Runner = session.run
+        self._session_run: Runner = session.run
+        self.runner: Runner = self._session_run
         self._predict_plans = {key: PredictPlan(sig) for key, sig in self.signatures.items()}
         # Structural plans are built on first use: a bad classify signature must only fail classify.
         self._classify_plans: dict[str, signatures.ClassifyPlan] = {}
@@ -80,15 +81,25 @@ class Servable:
         signature_name: str | None = None,
         output_filter: Sequence[str] | None = None,
         timeout: float | None = None,
+        *,
+        in_caller_thread: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Run a signature on tensors keyed by input alias; outputs keyed by output alias."""
+        """Run a signature on tensors keyed by input alias; outputs keyed by output alias.
+
+        `in_caller_thread`: a hint for small graphs that TensorFlow may run the step's ops in this
+        thread (`Session.run`). It applies only without a `timeout` and without batching (a batching
+        runner runs the batch in its own thread, so the hint has nothing to say there)."""
         plan = self._predict_plans.get(signature_name or sc.DEFAULT_SERVING_SIGNATURE_DEF_KEY)
         if plan is None or self.method_name_check:
             key, _ = self.get_signature(signature_name, signatures.PREDICT)
             plan = self._predict_plans[key]
         feeds = plan.feeds(inputs)
         aliases, names = plan.fetches(output_filter)
-        outputs = self.runner(feeds, names, timeout)
+        runner = self.runner
+        if in_caller_thread and timeout is None and runner is self._session_run:
+            outputs = self._session.run(feeds, names, None, in_caller_thread=True)
+        else:
+            outputs = runner(feeds, names, timeout)
         return dict(zip(aliases, outputs, strict=True))
 
     def classify(

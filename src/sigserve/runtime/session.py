@@ -14,6 +14,14 @@ Serving rather than `tf.compat.v1.Session.run`:
 
 A deadline travels as `RunOptions.timeout_in_ms`; TensorFlow cancels the step and reports
 DEADLINE_EXCEEDED. Every TensorFlow error becomes a `SigserveError` with TensorFlow's code and text.
+
+`run(..., in_caller_thread=True)` asks TensorFlow to execute the step's ops in the calling thread
+(`RunOptions.inter_op_thread_pool = -1`) instead of handing each op to the session's inter-op pool
+and sleeping until the pool is done: for a graph of a few tiny ops those two thread hand-offs cost
+more than the ops. It is per call, never a session setting, because it has two costs: independent
+ops of one step no longer run in parallel (only small graphs should ask), and a step running in the
+caller thread cannot be cancelled. So a call with a deadline always takes the deadline path and
+ignores `in_caller_thread`: a deadline is a promise that a runaway step stops.
 """
 
 from __future__ import annotations
@@ -48,6 +56,20 @@ def _timeout_options(timeout: float) -> bytes:
         else:
             out.append(byte)
             return bytes(out)
+
+
+# RunOptions{inter_op_thread_pool: -1}: field 3, varint; an int32 -1 is written as a 10-byte varint.
+CALLER_THREAD_RUN_OPTIONS = b"\x18" + b"\xff" * 9 + b"\x01"
+# TF_SessionRun only parses the options buffer, so one buffer serves every thread, for the process's
+# lifetime (created on first use).
+_caller_thread_buffer: Any = None
+
+
+def _caller_thread_options() -> Any:
+    global _caller_thread_buffer
+    if _caller_thread_buffer is None:
+        _caller_thread_buffer = _c_api.TF_NewBufferFromString(CALLER_THREAD_RUN_OPTIONS)
+    return _caller_thread_buffer
 
 
 def _native_array(value: Any) -> np.ndarray:
@@ -88,9 +110,15 @@ class Session:
     # -- running ---------------------------------------------------------------------------------
 
     def run(
-        self, feeds: Mapping[str, Any], fetches: Sequence[str], timeout: float | None = None
+        self,
+        feeds: Mapping[str, Any],
+        fetches: Sequence[str],
+        timeout: float | None = None,
+        *,
+        in_caller_thread: bool = False,
     ) -> list[np.ndarray]:
-        """Feed arrays by tensor name, fetch tensors by name; results in `fetches` order."""
+        """Feed arrays by tensor name, fetch tensors by name; results in `fetches` order.
+        `in_caller_thread` applies only without a `timeout` (module docstring)."""
         endpoints = self._endpoints
         feed_dict = {}
         for name, value in feeds.items():
@@ -107,10 +135,14 @@ class Session:
         if self._closed:
             raise SigserveError(Code.UNAVAILABLE, "Session has been closed (the servable was unloaded).")
         options = None
+        owned = False
         if timeout is not None:
             if timeout <= 0:
                 raise SigserveError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
             options = _c_api.TF_NewBufferFromString(_timeout_options(timeout))
+            owned = True
+        elif in_caller_thread:
+            options = _caller_thread_options()
         try:
             results = _c_api.TF_SessionRun_wrapper(
                 self.tf_session._session, options, feed_dict, fetch_list, [], None
@@ -118,7 +150,7 @@ class Session:
         except (tf.errors.OpError, TypeError, ValueError) as e:
             raise error_from_tf(e) from None
         finally:
-            if options is not None:
+            if owned:
                 _c_api.TF_DeleteBuffer(options)
         # A 0-d fetch comes back as a numpy scalar; the contract is ndarrays.
         for i, value in enumerate(results):
