@@ -1,9 +1,10 @@
 """The seven TF Serving RPCs as plain functions: serialized request in, serialized response out
 (tfserving-api.md §2.3, §3).
 
-They run in the gRPC front end's thread pool, never on the event loop: parsing a 256 MB request,
+They run in the gRPC front end's thread pool, not on the event loop: parsing a 256 MB request,
 running TensorFlow and serializing the answer all take long enough to stall every other connection.
-Taking and returning bytes (not messages) keeps even the protobuf work off the loop.
+Taking and returning bytes (not messages) keeps even the protobuf work off the loop. The one
+exception is `predict_inline`, for small Predicts on routes known to take microseconds (`inline.py`).
 
 Every error is a `SigserveError` raised by the layer that knows; this module adds only the checks
 TF Serving makes in its own gRPC layer (ModelSpec presence, metadata fields, the reload config kind)
@@ -17,7 +18,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from sigserve.errors import SigserveError, invalid_argument
+from sigserve.errors import Code, SigserveError, invalid_argument
 from sigserve.protos import (
     SIGNATURE_DEF_MAP_TYPE_URL,
     classification_pb2,
@@ -30,6 +31,7 @@ from sigserve.protos import (
     predict_pb2,
     regression_pb2,
 )
+from sigserve.server.inline import InlinePolicy, Route
 from sigserve.server.metrics import Metrics, prometheus_name
 
 logger = logging.getLogger("sigserve.grpc")
@@ -80,7 +82,14 @@ def fill_model_spec(out: Any, name: str, signature_name: str | None, version: in
 class PredictionServices:
     """The RPC bodies of PredictionService and ModelService over one ServerCore."""
 
-    def __init__(self, core: Any, metrics: Metrics, *, tensor_content: bool = False) -> None:
+    def __init__(
+        self,
+        core: Any,
+        metrics: Metrics,
+        *,
+        tensor_content: bool = False,
+        steps: InlinePolicy | None = None,
+    ) -> None:
         # Imported here so that importing the gRPC front end never needs the codec package.
         from sigserve.codec import example as codec_example
         from sigserve.codec import tensor as codec_tensor
@@ -88,18 +97,38 @@ class PredictionServices:
         self.core = core
         self.metrics = metrics
         self.tensor_content = tensor_content
+        # Which predict routes run their TensorFlow step in the handler's thread (`inline.py`).
+        self.steps = steps if steps is not None else InlinePolicy()
         self._tensor = codec_tensor
         self._example = codec_example
 
     # -- PredictionService -----------------------------------------------------------------------
 
     def predict(self, data: bytes, timeout: float | None) -> tuple[bytes, str, str]:
+        result = self._predict(data, timeout, inline=False)
+        assert result is not None  # only an inline call declines
+        return result
+
+    def predict_inline(self, data: bytes, timeout: float | None) -> tuple[bytes, str, str] | None:
+        """Predict on the event loop, or None (nothing done) unless the request is small, its deadline
+        not tight, and its route on this very servable qualifies for the short path (`inline.py`)."""
+        steps = self.steps
+        if len(data) > steps.max_body or not steps.allows_timeout(timeout):
+            return None
+        return self._predict(data, timeout, inline=True)
+
+    def _predict(self, data: bytes, timeout: float | None, inline: bool) -> tuple[bytes, str, str] | None:
         request = parse(predict_pb2.PredictRequest, data)
         spec = require_model_spec(request)
         name, version, label = model_spec_target(spec)
         signame = spec.signature_name or DEFAULT_SIGNATURE
+        route: Route = (name, version, label, signame)
+        if inline and not self.steps.likely(route):
+            return None
         response = predict_pb2.PredictResponse()
         with self.core.handle(name, version, label) as servable:
+            if inline and not self.steps.allows(route, servable):
+                return None
             # The signature is looked up before any tensor is decoded, as in TF Serving.
             servable.get_signature(signame, "predict")
             to_ndarray = self._tensor.to_ndarray
@@ -107,14 +136,22 @@ class PredictionServices:
             output_filter = list(request.output_filter) or None
             del request, spec  # a large request's tensors now live in `inputs`: free the message
             started = time.perf_counter()
-            outputs = servable.predict(
-                inputs, signature_name=signame, output_filter=output_filter, timeout=timeout
-            )
+            if inline:
+                # The step's ops run in this thread, without a TensorFlow deadline; the deadline is
+                # checked when it returns (`inline.py`).
+                outputs = servable.predict(
+                    inputs, signature_name=signame, output_filter=output_filter, in_caller_thread=True
+                )
+            else:
+                outputs = servable.predict(
+                    inputs, signature_name=signame, output_filter=output_filter, timeout=timeout
+                )
+            runtime = time.perf_counter() - started
+            self.steps.record(route, servable, runtime, inline)
+            if inline and timeout is not None and runtime > timeout:
+                raise SigserveError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
             self.metrics.observe_runtime(
-                model_name=name,
-                api="predict",
-                signature=signame,
-                latency_seconds=time.perf_counter() - started,
+                model_name=name, api="predict", signature=signame, latency_seconds=runtime
             )
             fill_model_spec(response.model_spec, name, signame, servable.version)
         del inputs

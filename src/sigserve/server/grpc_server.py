@@ -5,7 +5,8 @@ The services are registered with generic handlers that move raw bytes: our messa
 `sigserve.tensorflow.serving` proto package but keep TensorFlow's field numbers, so their bytes are
 TF Serving's bytes, and only the method paths (`/tensorflow.serving.PredictionService/Predict`) have
 to carry TF Serving's names. Decoding, TensorFlow and encoding run in a thread pool of
-`--grpc_max_threads` workers; the event loop only moves bytes.
+`--grpc_max_threads` workers, except small Predicts on routes that qualify for the short path
+(`inline.py`), which run on the event loop.
 
 Transport (server.cc): `--grpc_host:--port` and/or `unix:--grpc_socket_path`; TLS from
 `--ssl_config_file`; message size INT32_MAX both ways; `--grpc_channel_arguments`;
@@ -19,7 +20,7 @@ import concurrent.futures
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -154,7 +155,7 @@ def listen_addresses(options: ServerOptions) -> list[str]:
     return addresses
 
 
-def _bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> None:
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> None:
     try:
         if credentials is None:
             bound = server.add_insecure_port(address)
@@ -168,38 +169,56 @@ def _bind(server: grpc.Server, address: str, credentials: grpc.ServerCredentials
 
 # -- the services ----------------------------------------------------------------------------------
 
-Handler = Callable[[bytes, grpc.ServicerContext], bytes]
+Body = Callable[[bytes, "float | None"], bytes]
+InlineBody = Callable[[bytes, "float | None"], "bytes | None"]
+Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
 
 
 class _Frontend:
-    """Adapts the byte-level RPC bodies to gRPC handlers: deadline, status code and metrics.
+    """Adapts the byte-level RPC bodies to grpc.aio handlers: deadline, thread pool, status code and
+    metrics.
 
-    Handlers run on the gRPC server's own worker threads (never on an event loop), so a request
-    costs no extra thread hop between receiving the bytes and running TensorFlow.
+    A body runs in the `executor` (`--grpc_max_threads` workers): parsing a 256 MB request, running
+    TensorFlow and serializing the answer would otherwise stall every connection on the event loop.
+    The exception is a Predict whose route qualifies for the short path (`inline.py`): it runs on the
+    loop, because for a step of a few µs the hop to a worker and back costs more than the call.
     """
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, executor: concurrent.futures.Executor) -> None:
         self.metrics = metrics
+        self.executor = executor
 
-    @staticmethod
-    def _call(context: grpc.ServicerContext, fn: Callable[..., bytes], *args: Any) -> bytes:
+    async def _call(
+        self, context: grpc.aio.ServicerContext, body: Body, data: bytes, inline: InlineBody | None = None
+    ) -> bytes:
+        timeout = _timeout(context)
         try:
-            return fn(*args)
+            if inline is not None:
+                out = inline(data, timeout)
+                if out is not None:
+                    return out
+            return await asyncio.get_running_loop().run_in_executor(self.executor, body, data, timeout)
         except SigserveError as e:
-            context.abort(grpc_status(e.code), truncate_message(e.message))
+            await context.abort(grpc_status(e.code), truncate_message(e.message))
         except Exception as e:  # a bug: answer INTERNAL and keep serving
             logger.exception("Unexpected error in a gRPC call")
-            context.abort(grpc.StatusCode.INTERNAL, truncate_message(f"{type(e).__name__}: {e}"))
+            await context.abort(grpc.StatusCode.INTERNAL, truncate_message(f"{type(e).__name__}: {e}"))
         raise AssertionError("unreachable: context.abort raises")
 
-    def counted(self, api: str, body: Callable[[bytes, float | None], tuple[bytes, str, str]]) -> Handler:
-        """Predict/Classify/Regress: the client's deadline is the run timeout; request metrics."""
+    def _counting(self, api: str, body: Callable[..., tuple[bytes, str, str] | None]) -> Any:
+        """`body` with TF Serving's request_count / request_latency around it; None (an inline body
+        that declined) is not counted: the pool call that follows is."""
 
-        def run(data: bytes, timeout: float | None) -> bytes:
+        def run(data: bytes, timeout: float | None) -> bytes | None:
             started = time.perf_counter()
             model_name, signature, code = "", "", Code.OK
+            declined = False
             try:
-                out, model_name, signature = body(data, timeout)
+                result = body(data, timeout)
+                if result is None:
+                    declined = True
+                    return None
+                out, model_name, signature = result
                 return out
             except SigserveError as e:
                 code = e.code
@@ -208,36 +227,53 @@ class _Frontend:
                 code = Code.INTERNAL
                 raise
             finally:
-                if not model_name:
-                    model_name = _model_name_of(data)
-                self.metrics.observe_request(
-                    model_name=model_name,
-                    api=api,
-                    entrypoint="GRPC",
-                    signature=signature,
-                    code=code,
-                    latency_seconds=time.perf_counter() - started,
-                )
+                if not declined:
+                    if not model_name:
+                        model_name = _model_name_of(data)
+                    self.metrics.observe_request(
+                        model_name=model_name,
+                        api=api,
+                        entrypoint="GRPC",
+                        signature=signature,
+                        code=code,
+                        latency_seconds=time.perf_counter() - started,
+                    )
 
-        def handler(data: bytes, context: grpc.ServicerContext) -> bytes:
-            return self._call(context, run, data, _timeout(context))
+        return run
+
+    def counted(
+        self,
+        api: str,
+        body: Callable[[bytes, float | None], tuple[bytes, str, str]],
+        inline: Callable[[bytes, float | None], tuple[bytes, str, str] | None] | None = None,
+    ) -> Handler:
+        """Predict/Classify/Regress: the client's deadline is the run timeout; request metrics.
+        `inline`, if given, is tried on the loop first and returns None to send the call to the pool."""
+        pooled = self._counting(api, body)
+        quick = self._counting(api, inline) if inline is not None else None
+
+        async def handler(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return await self._call(context, pooled, data, quick)
 
         return handler
 
-    def timed(self, body: Callable[[bytes, float | None], bytes]) -> Handler:
-        def handler(data: bytes, context: grpc.ServicerContext) -> bytes:
-            return self._call(context, body, data, _timeout(context))
+    def timed(self, body: Body) -> Handler:
+        async def handler(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return await self._call(context, body, data)
 
         return handler
 
     def plain(self, body: Callable[[bytes], bytes]) -> Handler:
-        def handler(data: bytes, context: grpc.ServicerContext) -> bytes:
-            return self._call(context, body, data)
+        def untimed(data: bytes, timeout: float | None) -> bytes:
+            return body(data)
+
+        async def handler(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            return await self._call(context, untimed, data)
 
         return handler
 
 
-def _timeout(context: grpc.ServicerContext) -> float | None:
+def _timeout(context: grpc.aio.ServicerContext) -> float | None:
     """Seconds left before the client's deadline, or None when the client set none."""
     remaining = context.time_remaining()
     if remaining is None or remaining > 1e9:
@@ -262,14 +298,16 @@ def _unary(handler: Handler) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(handler)
 
 
-def service_handlers(services: PredictionServices, metrics: Metrics) -> list[grpc.GenericRpcHandler]:
-    front = _Frontend(metrics)
+def service_handlers(
+    services: PredictionServices, metrics: Metrics, executor: concurrent.futures.Executor
+) -> list[grpc.GenericRpcHandler]:
+    front = _Frontend(metrics, executor)
     prediction = grpc.method_handlers_generic_handler(
         PREDICTION_SERVICE,
         {
             "Classify": _unary(front.counted("Classify", services.classify)),
             "Regress": _unary(front.counted("Regress", services.regress)),
-            "Predict": _unary(front.counted("Predict", services.predict)),
+            "Predict": _unary(front.counted("Predict", services.predict, services.predict_inline)),
             "MultiInference": _unary(front.timed(services.multi_inference)),
             "GetModelMetadata": _unary(front.plain(services.get_model_metadata)),
         },
@@ -284,42 +322,52 @@ def service_handlers(services: PredictionServices, metrics: Metrics) -> list[grp
     return [prediction, model]
 
 
-def _add_health_service(server: grpc.Server) -> None:
+async def _add_health_service(server: grpc.aio.Server) -> None:
     """grpc.health.v1 with TF Serving's service names (and the full names, and "") SERVING."""
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-    servicer = health.HealthServicer(experimental_non_blocking=True)
+    servicer = health.aio.HealthServicer()
     serving = health_pb2.HealthCheckResponse.SERVING
     for service in ("", "ModelService", "PredictionService", MODEL_SERVICE, PREDICTION_SERVICE):
-        servicer.set(service, serving)
+        await servicer.set(service, serving)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
 
 
 class GrpcServer:
     """The gRPC front end as the serve wiring drives it: `await start()`, `await stop(grace)`.
 
-    It wraps grpcio's thread-pool server rather than grpc.aio: every RPC here ends in blocking
-    TensorFlow work that must run on a worker thread anyway, and grpc.aio would add a hop from its
-    event loop to that thread. On a 2-CPU machine the thread-pool server spends about half the CPU
-    per 1-row Predict that grpc.aio + run_in_executor does (bench/grpc.py).
+    A grpc.aio server on the serve loop (the REST server's loop), with a thread pool for the work.
+    grpcio's thread-pool server was used before: it needs no loop, but on this 2-CPU machine its
+    worker threads fight over the GIL for every RPC; measured with h2load (1-row Predict,
+    concurrency 64, 3 interleaved rounds) the thread-pool server gave 1,957-2,459 req/s and grpc.aio
+    with small predicts on the loop 2,873-3,278.
     """
 
-    def __init__(self, server: grpc.Server, addresses: list[str]) -> None:
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        addresses: list[str],
+        executor: concurrent.futures.ThreadPoolExecutor,
+        health: bool,
+    ) -> None:
         self.server = server
         self.addresses = addresses
+        self.executor = executor
+        self.health = health
 
     async def start(self) -> None:
-        self.server.start()
+        if self.health:
+            await _add_health_service(self.server)
+        await self.server.start()
 
     async def stop(self, grace: float | None) -> None:
         """Refuse new RPCs, let in-flight ones finish for up to `grace` seconds, then cancel them."""
-        done = self.server.stop(grace)
-        await asyncio.get_running_loop().run_in_executor(None, done.wait)
+        await self.server.stop(grace)
+        # A cancelled RPC's TensorFlow call cannot be interrupted; its worker finishes on its own.
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return bool(
-            await asyncio.get_running_loop().run_in_executor(None, self.server.wait_for_termination, timeout)
-        )
+        return bool(await self.server.wait_for_termination(timeout))
 
 
 def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> GrpcServer:
@@ -342,13 +390,14 @@ def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> GrpcSe
     executor = concurrent.futures.ThreadPoolExecutor(
         max_workers=num_grpc_threads(options), thread_name_prefix="sigserve-grpc"
     )
-    server = grpc.server(
-        executor,
-        handlers=service_handlers(services, metrics),
+    server = grpc.aio.server(
+        handlers=service_handlers(services, metrics, executor),
         options=channel_options,
     )
-    if options.enable_grpc_healthcheck_service:
-        _add_health_service(server)
-    for address in addresses:
-        _bind(server, address, credentials)
-    return GrpcServer(server, addresses)
+    try:
+        for address in addresses:
+            _bind(server, address, credentials)
+    except BaseException:
+        executor.shutdown(wait=False)
+        raise
+    return GrpcServer(server, addresses, executor, bool(options.enable_grpc_healthcheck_service))
