@@ -5,9 +5,13 @@ A 1-row predict on TF Serving's half_plus_two (x = [[1.0]] → y = [[2.5]]) on l
 Servable, so the difference is the serving front end alone. KServe lives in its own venv because it
 pins many dependencies: `python -m venv .venv-bench && .venv-bench/bin/pip install kserve`.
 
-Load comes from a separate Python process on uvloop with equally thin clients for every system:
-grpc.aio on one channel (one HTTP/2 connection, like ghz's default) sending pre-serialized request
-bytes, and for REST a raw asyncio HTTP/1.1 keep-alive client, one connection per concurrent caller.
+Load comes from C load generators when they are installed (`apt-get install nghttp2-client wrk`):
+h2load for gRPC, on one HTTP/2 connection with N streams in flight (like ghz's default) and a 30 s
+`grpc-timeout`, and wrk for REST, one keep-alive connection per concurrent caller (bench/loadgen.py).
+Without them, a separate Python process on uvloop with equally thin clients is used: grpc.aio on one
+channel sending pre-serialized bytes, and a raw asyncio HTTP/1.1 client; on 2 cores that client costs
+as much CPU per call as the servers, so its numbers say more about the client (the output says which
+one ran).
 All servers run at once and the systems are interleaved: `--rounds` rounds per concurrency, each
 system a 1 s warm-up then `--duration` seconds of closed-loop load per round; the median round is
 shown (this machine is shared, so single runs are noisy).
@@ -21,19 +25,20 @@ import argparse
 import json
 import os
 import pathlib
-import signal
-import socket
+import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from dataclasses import dataclass
+
+import loadgen
+from loadgen import free_port, process_cpu_seconds, stop, wait_http
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
-# This file is named grpc.py: keep `import grpc` (in sigserve.client) from importing it.
-sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != HERE]
+# This file is named grpc.py: keep `import grpc` (in sigserve.client) from importing it; the
+# directory goes last, after site-packages, for `import loadgen`.
+sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != HERE] + [str(HERE)]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 BENCH_PYTHON = str(ROOT / ".venv-bench" / "bin" / "python")
 MODEL = ROOT.parent / "shared" / "fixtures" / "tfserving" / "saved_model_half_plus_two_cpu"
@@ -54,36 +59,6 @@ class Point:
     errors: int
     cpu_us: float = float("nan")
     note: str = ""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 # -- load generation (runs in its own process) -----------------------------------------------------
@@ -175,28 +150,35 @@ asyncio.run(main(json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])))
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+H2LOAD = shutil.which("h2load")
+WRK = shutil.which("wrk")
 
 
 def load(
     spec: dict[str, object], concurrency: int, duration: float
 ) -> tuple[float, float, float, int, float]:
-    """(req/s, p50 ms, p99 ms, errors, server CPU µs per request) of one closed-loop run."""
+    """(req/s, p50 ms, p99 ms, errors, server CPU µs per request) of one closed-loop run: h2load for
+    gRPC and wrk for REST when installed, else the Python load generator above."""
     pid = int(str(spec["pid"]))
-    cpu0 = cpu_seconds(pid)
-    out = subprocess.run(
-        [PYTHON, "-c", LOADGEN, json.dumps(spec), str(concurrency), str(duration)],
-        capture_output=True,
-        text=True,
-        timeout=duration + 120,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"load generator failed:\n{out.stderr[-2000:]}")
-    cpu = cpu_seconds(pid) - cpu0
-    rps, p50, p99, errors, sent = json.loads(out.stdout.strip().splitlines()[-1])
+    cpu0 = process_cpu_seconds(pid)
+    request = bytes.fromhex(str(spec["request"]))
+    if spec["kind"] == "grpc" and H2LOAD:
+        url = f"http://{spec['target']}{spec['path']}"
+        rps, p50, p99, errors, sent = loadgen.run_h2load(url, request, concurrency, duration)
+    elif spec["kind"] == "http" and WRK:
+        url = f"http://{spec['host']}:{spec['port']}{spec['path']}"
+        rps, p50, p99, errors, sent = loadgen.run_wrk(url, request, concurrency, duration)
+    else:
+        out = subprocess.run(
+            [PYTHON, "-c", LOADGEN, json.dumps(spec), str(concurrency), str(duration)],
+            capture_output=True,
+            text=True,
+            timeout=duration + 120,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"load generator failed:\n{out.stderr[-2000:]}")
+        rps, p50, p99, errors, sent = json.loads(out.stdout.strip().splitlines()[-1])
+    cpu = process_cpu_seconds(pid) - cpu0
     return rps, p50, p99, int(errors), cpu / max(1, sent) * 1e6
 
 
@@ -450,8 +432,13 @@ def main() -> int:
     )
     print(f"command: {command}")
     print(
-        "model: half_plus_two, 1-row predict x=[[1.0]]; load generator: separate Python process "
-        f"(uvloop; grpc.aio on one channel / raw HTTP/1.1 keep-alive); loopback; {os.cpu_count()} CPUs; "
+        "model: half_plus_two, 1-row predict x=[[1.0]]; load generator: "
+        + (
+            "h2load (one HTTP/2 connection) / wrk; "
+            if H2LOAD and WRK
+            else "separate Python process (uvloop; grpc.aio on one channel / raw HTTP/1.1 keep-alive); "
+        )
+        + f"loopback; {os.cpu_count()} CPUs; "
         f"median of {args.rounds} interleaved rounds of {args.duration:g} s"
     )
     print(table(sorted(points, key=lambda p: (p.system, p.concurrency))))

@@ -28,11 +28,9 @@ import contextlib
 import json
 import os
 import pathlib
-import re
 import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +40,9 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+
+import loadgen
+from loadgen import free_port, process_cpu_seconds, wait_http
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
@@ -77,43 +78,12 @@ class Point:
         return sum(s.errors for s in self.samples)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
-
-
 def check_predict(url: str) -> None:
     req = urllib.request.Request(url, data=BODY, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
         got = json.loads(r.read())
     if got != EXPECTED:
         raise RuntimeError(f"{url} answered {got}, expected {EXPECTED}")
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of `pid`, all its threads (Linux /proc; NaN elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return NAN
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> str:
@@ -124,49 +94,6 @@ def load_average() -> str:
 
 
 # -- load generation -------------------------------------------------------------------------------
-
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = '{"instances": [1.0]}'
-wrk.headers["Content-Type"] = "application/json"
-"""
-
-
-def _wrk_ms(text: str, pct: str) -> float:
-    m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.MULTILINE)
-    if not m:
-        raise RuntimeError(f"wrk output has no {pct}% line:\n{text}")
-    value, unit = float(m.group(1)), m.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
-def run_wrk(url: str, concurrency: int, duration: float) -> tuple[float, float, float, int, int]:
-    """(req/s, p50 ms, p99 ms, errors, requests). wrk takes whole seconds."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(WRK_SCRIPT)
-    try:
-        threads = min(concurrency, 2)
-        seconds = max(1, round(duration))
-        out = subprocess.run(
-            ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", f.name, url],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=seconds + 60,
-        ).stdout
-    finally:
-        os.unlink(f.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    errors = 0
-    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
-    if m:
-        errors += int(m.group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        errors += sum(int(g) for g in m.groups())
-    return rps, _wrk_ms(out, "50"), _wrk_ms(out, "99"), errors, requests
-
 
 HTTPX_LOADGEN = """
 import asyncio, json, sys, time
@@ -205,6 +132,10 @@ def run_httpx(url: str, concurrency: int, duration: float) -> tuple[float, float
     ).stdout
     rps, p50, p99, errors, requests = json.loads(out)
     return rps, p50, p99, int(errors), int(requests)
+
+
+def run_wrk(url: str, concurrency: int, duration: float) -> tuple[float, float, float, int, int]:
+    return loadgen.run_wrk(url, BODY, concurrency, duration)
 
 
 LOADGEN = run_wrk if shutil.which("wrk") else run_httpx
