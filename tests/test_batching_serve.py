@@ -144,14 +144,55 @@ def test_batching_metrics_are_exported(server: ServerProcess) -> None:
     with httpx.Client(timeout=120) as client:
         assert client.post(server.url + "/v1/models/spin:predict", json={"instances": [1]}).status_code == 200
         text = client.get(server.url + "/monitoring/prometheus/metrics").text
-    if ":tensorflow:serving:batching_session" not in text:
-        pytest.skip(
-            "sigserve serve does not pass its metrics registry to BatchScheduler(params, registry=...) "
-            "(server/serve.py); the scheduler's metrics are tested in test_batching_scheduler.py"
-        )
     assert "# TYPE :tensorflow:serving:batching_session:queuing_latency histogram" in text
     for name in ("input_batch_size", "processed_batch_size", "padding_size", "wrapped_run_count"):
         assert f":tensorflow:serving:batching_session:{name}" in text
+
+
+def _statuses(url: str) -> list[int]:
+    def one(i: int) -> int:
+        with httpx.Client(timeout=120) as client:
+            r = client.post(url, json={"instances": [SPIN + i]})
+            assert r.status_code in (200, 503), r.text
+            if r.status_code == 503:
+                assert r.json() == {"error": FULL}
+            else:
+                assert r.json() == {"predictions": [SPIN + i]}
+            return r.status_code
+
+    with ThreadPoolExecutor(CONCURRENT) as pool:
+        return sorted(pool.map(one, range(CONCURRENT)))
+
+
+def test_per_model_parameters_come_from_each_version(tmp_path: pathlib.Path) -> None:
+    """`--enable_per_model_batching_parameters`: a version's `batching_params.pbtxt` batches it with
+    its own (here: a one-batch queue, so concurrent requests find it full, which the defaults would
+    not); another model's version without the file is not held to them: the same load all succeeds."""
+    from sigserve.batching import PER_MODEL_FILE
+
+    batched = export_batchable_spin(tmp_path / "batched")
+    (batched / "1" / PER_MODEL_FILE).write_text(
+        "max_batch_size { value: 1 }\nbatch_timeout_micros { value: 0 }\n"
+        "max_enqueued_batches { value: 1 }\nnum_batch_threads { value: 1 }\n"
+    )
+    plain = export_batchable_spin(tmp_path / "plain")
+    config = tmp_path / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        f"  config {{ name: 'batched' base_path: '{batched}' model_platform: 'tensorflow' }}\n"
+        f"  config {{ name: 'plain' base_path: '{plain}' model_platform: 'tensorflow' }}\n"
+        "}\n"
+    )
+    proc = ServerProcess(
+        [f"--model_config_file={config}", "--enable_batching", "--enable_per_model_batching_parameters"]
+    )
+    try:
+        proc.wait_ready()
+        assert 503 in _statuses(proc.url + "/v1/models/batched:predict")
+        assert set(_statuses(proc.url + "/v1/models/plain:predict")) == {200}
+    finally:
+        proc.stop()
+        proc.cleanup()
 
 
 @pytest.mark.parametrize(
