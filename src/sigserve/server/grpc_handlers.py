@@ -39,6 +39,12 @@ logger = logging.getLogger("sigserve.grpc")
 DEFAULT_SIGNATURE = "serving_default"
 SIGNATURE_DEF_FIELD = "signature_def"
 
+# Request and response messages of the two tf.Example RPCs, by API name.
+_EXAMPLE_RPCS: dict[str, tuple[Any, Any]] = {
+    "classify": (classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse),
+    "regress": (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
+}
+
 # The RPCs whose outcome TF Serving counts in request_count / request_latency (prediction_service_impl.cc).
 COUNTED_RPCS = ("Predict", "Classify", "Regress")
 
@@ -82,14 +88,7 @@ def fill_model_spec(out: Any, name: str, signature_name: str | None, version: in
 class PredictionServices:
     """The RPC bodies of PredictionService and ModelService over one ServerCore."""
 
-    def __init__(
-        self,
-        core: Any,
-        metrics: Metrics,
-        *,
-        tensor_content: bool = False,
-        steps: InlinePolicy | None = None,
-    ) -> None:
+    def __init__(self, core: Any, metrics: Metrics, *, tensor_content: bool = False) -> None:
         # Imported here so that importing the gRPC front end never needs the codec package.
         from sigserve.codec import example as codec_example
         from sigserve.codec import tensor as codec_tensor
@@ -97,8 +96,8 @@ class PredictionServices:
         self.core = core
         self.metrics = metrics
         self.tensor_content = tensor_content
-        # Which predict routes run their TensorFlow step in the handler's thread (`inline.py`).
-        self.steps = steps if steps is not None else InlinePolicy()
+        # Which Predict routes take the short path: on the loop, the step in its thread (`inline.py`).
+        self.steps = InlinePolicy()
         self._tensor = codec_tensor
         self._example = codec_example
 
@@ -135,19 +134,16 @@ class PredictionServices:
             inputs = {alias: to_ndarray(proto, alias) for alias, proto in request.inputs.items()}
             output_filter = list(request.output_filter) or None
             del request, spec  # a large request's tensors now live in `inputs`: free the message
-            started = time.perf_counter()
-            if inline:
-                # The step's ops run in this thread, without a TensorFlow deadline; the deadline is
-                # checked when it returns (`inline.py`).
-                outputs = servable.predict(
-                    inputs, signature_name=signame, output_filter=output_filter, in_caller_thread=True
-                )
-            else:
-                outputs = servable.predict(
-                    inputs, signature_name=signame, output_filter=output_filter, timeout=timeout
-                )
-            runtime = time.perf_counter() - started
-            self.steps.record(route, servable, runtime, inline)
+            outputs, runtime = self.steps.predict(
+                route,
+                servable,
+                inputs,
+                signature_name=signame,
+                output_filter=output_filter,
+                timeout=timeout,
+                inline=inline,
+            )
+            # On the loop the step was not cancelled at the deadline: it is answered late instead.
             if inline and timeout is not None and runtime > timeout:
                 raise SigserveError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
             self.metrics.observe_runtime(
@@ -161,38 +157,27 @@ class PredictionServices:
         return response.SerializeToString(), name, signame
 
     def classify(self, data: bytes, timeout: float | None) -> tuple[bytes, str, str]:
-        request = parse(classification_pb2.ClassificationRequest, data)
-        spec = require_model_spec(request)
-        name, version, label = model_spec_target(spec)
-        signame = spec.signature_name or DEFAULT_SIGNATURE
-        response = classification_pb2.ClassificationResponse()
-        with self.core.handle(name, version, label) as servable:
-            self.metrics.observe_examples(model_name=name, count=self._example.num_examples(request.input))
-            started = time.perf_counter()
-            result = servable.classify(request.input, signature_name=signame, timeout=timeout)
-            self.metrics.observe_runtime(
-                model_name=name,
-                api="classify",
-                signature=signame,
-                latency_seconds=time.perf_counter() - started,
-            )
-            response.result.CopyFrom(result)
-            fill_model_spec(response.model_spec, name, signame, servable.version)
-        return response.SerializeToString(), name, signame
+        return self._run_examples(data, timeout, "classify")
 
     def regress(self, data: bytes, timeout: float | None) -> tuple[bytes, str, str]:
-        request = parse(regression_pb2.RegressionRequest, data)
+        return self._run_examples(data, timeout, "regress")
+
+    def _run_examples(self, data: bytes, timeout: float | None, api: str) -> tuple[bytes, str, str]:
+        """Classify or Regress (`api`): the same request shape, a different result message."""
+        request_class, response_class = _EXAMPLE_RPCS[api]
+        request = parse(request_class, data)
         spec = require_model_spec(request)
         name, version, label = model_spec_target(spec)
         signame = spec.signature_name or DEFAULT_SIGNATURE
-        response = regression_pb2.RegressionResponse()
+        response = response_class()
         with self.core.handle(name, version, label) as servable:
             self.metrics.observe_examples(model_name=name, count=self._example.num_examples(request.input))
+            run = servable.classify if api == "classify" else servable.regress
             started = time.perf_counter()
-            result = servable.regress(request.input, signature_name=signame, timeout=timeout)
+            result = run(request.input, signature_name=signame, timeout=timeout)
             self.metrics.observe_runtime(
                 model_name=name,
-                api="regress",
+                api=api,
                 signature=signame,
                 latency_seconds=time.perf_counter() - started,
             )

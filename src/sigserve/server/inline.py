@@ -42,6 +42,7 @@ at most one window, and one call preempted by the OS does not move a fast model.
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any
 
@@ -99,6 +100,34 @@ class InlinePolicy:
         """The decision proper, once the handle has resolved the servable."""
         history = self._routes.get(route)
         return history is not None and history.inline and history.servable() is servable
+
+    def predict(
+        self,
+        route: Route | None,
+        servable: Any,
+        inputs: Any,
+        *,
+        signature_name: str,
+        output_filter: Any = None,
+        timeout: float | None,
+        inline: bool,
+    ) -> tuple[dict[str, Any], float]:
+        """`servable.predict` on the side the caller is on, recorded in `route`'s history (None: not
+        a route with a history): (outputs, seconds). On the loop (`inline`) the step runs in this
+        thread without a TensorFlow deadline; the caller checks `timeout` against the seconds."""
+        started = time.perf_counter()
+        if inline:
+            outputs = servable.predict(
+                inputs, signature_name=signature_name, output_filter=output_filter, in_caller_thread=True
+            )
+        else:
+            outputs = servable.predict(
+                inputs, signature_name=signature_name, output_filter=output_filter, timeout=timeout
+            )
+        seconds = time.perf_counter() - started
+        if route is not None:
+            self.record(route, servable, seconds, inline)
+        return outputs, seconds
 
     def record(self, route: Route, servable: Any, seconds: float, inline: bool) -> None:
         """One completed TensorFlow call on `route` that took `seconds` (wall time), on the loop

@@ -322,17 +322,10 @@ class RestApp:
             if not sig.inputs:
                 raise invalid_argument(f"Failed to get input map for signature: {requested or 'DEFAULT'}")
             inputs, row_format = request.to_inputs({k: v.dtype for k, v in sig.inputs.items()})
-            started = time.perf_counter()
-            if inline:
-                # On the loop without a TensorFlow deadline, the step's ops in this thread (no hop to
-                # TF's inter-op pool); the deadline is checked when it returns (the route's history
-                # says that is within ~150 µs).
-                outputs = servable.predict(inputs, signature_name=signame, in_caller_thread=True)
-            else:
-                outputs = servable.predict(inputs, signature_name=signame, timeout=self.timeout)
-            runtime = time.perf_counter() - started
-            if route is not None:
-                self.inline.record(route, servable, runtime, inline)
+            # On the loop, the deadline is checked when the step returns (`_small_predict`).
+            outputs, runtime = self.inline.predict(
+                route, servable, inputs, signature_name=signame, timeout=self.timeout, inline=inline
+            )
             self.metrics.observe_runtime(
                 model_name=call.model_name, api="predict", signature=signame, latency_seconds=runtime
             )
