@@ -210,12 +210,13 @@ def check_sigserve(grpc_port: int, rest_port: int) -> None:
                 raise RuntimeError(f"sigserve answered {y!r}, expected [[2.5]]")
 
 
-def start_sigserve() -> tuple[subprocess.Popen[bytes], dict[str, dict[str, object]]]:
-    """`sigserve serve` with gRPC and REST on one model; returns the process and one load spec per API."""
+def start_sigserve(transport: str = "native") -> tuple[subprocess.Popen[bytes], dict[str, dict[str, object]]]:
+    """`sigserve serve` with gRPC and REST on one model; returns the process and one load spec per API.
+    With `transport="grpcio"` (`--grpc_transport=grpcio`), only its gRPC spec."""
     grpc_port, rest_port = free_port(), free_port()
     cmd = [
         PYTHON, "-m", "sigserve.cli", "serve",
-        f"--port={grpc_port}", "--grpc_host=127.0.0.1",
+        f"--port={grpc_port}", "--grpc_host=127.0.0.1", f"--grpc_transport={transport}",
         f"--rest_api_port={rest_port}", "--rest_api_host=127.0.0.1",
         "--model_name=half_plus_two", f"--model_base_path={MODEL}",
     ]  # fmt: skip
@@ -244,6 +245,8 @@ def start_sigserve() -> tuple[subprocess.Popen[bytes], dict[str, dict[str, objec
             "request": REST_BODY.hex(),
         },
     }
+    if transport != "native":
+        return proc, {f"sigserve gRPC ({transport})": specs["sigserve gRPC"]}
     return proc, specs
 
 
@@ -385,13 +388,13 @@ def run_points(
 
 def table(points: list[Point]) -> str:
     lines = [
-        f"{'system':<16} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        f"{'system':<24} {'conc':>4} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
         f" {'srv CPU us/req':>14}",
-        "-" * 71,
+        "-" * 79,
     ]
     for p in points:
         lines.append(
-            f"{p.system:<16} {p.concurrency:>4} {p.rps:>9.0f} {p.p50_ms:>8.3f} {p.p99_ms:>8.3f} {p.errors:>6}"
+            f"{p.system:<24} {p.concurrency:>4} {p.rps:>9.0f} {p.p50_ms:>8.3f} {p.p99_ms:>8.3f} {p.errors:>6}"
             f" {p.cpu_us:>14.0f}" + (f"  {p.note}" if p.note else "")
         )
     return "\n".join(lines)
@@ -406,6 +409,11 @@ def main() -> int:
         "--rounds", type=int, default=3, help="interleaved rounds; the median is shown (default 3)"
     )
     parser.add_argument("--concurrency", default="1,8,64", help="comma-separated (default 1,8,64)")
+    parser.add_argument(
+        "--grpcio",
+        action="store_true",
+        help="also run sigserve with --grpc_transport=grpcio (grpcio's server) as a row",
+    )
     args = parser.parse_args()
     if not MODEL.is_dir():
         print(f"bench/grpc.py: needs TF Serving's half_plus_two at {MODEL} (../shared)", file=sys.stderr)
@@ -415,6 +423,10 @@ def main() -> int:
     try:
         sigserve, specs = start_sigserve()
         procs.append(sigserve)
+        if args.grpcio:
+            grpcio_server, grpcio_specs = start_sigserve("grpcio")
+            procs.append(grpcio_server)
+            specs.update(grpcio_specs)
         kserve, kspec = start_kserve()
         if kserve is not None and isinstance(kspec, dict):
             procs.append(kserve)
@@ -428,7 +440,7 @@ def main() -> int:
         points += [Point("KServe V2 gRPC", c, nan, nan, nan, 0, kspec) for c in conc]
     command = (
         f".venv/bin/python bench/grpc.py --duration {args.duration:g} --rounds {args.rounds} "
-        f"--concurrency {args.concurrency}"
+        f"--concurrency {args.concurrency}" + (" --grpcio" if args.grpcio else "")
     )
     print(f"command: {command}")
     print(

@@ -29,14 +29,21 @@ from tests.test_serve_process import ServerProcess
 TWO_VERSIONS = "saved_model_half_plus_two_2_versions"
 
 
-@pytest.fixture(scope="module")
-def server(fixtures_dir: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=["native", "grpcio"])
+def server(
+    request: pytest.FixtureRequest, fixtures_dir: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """Every test runs against both gRPC transports: sigserve's own HTTP/2 and grpcio's server."""
     base = tmp_path_factory.mktemp("grpc_api")
     spin = export_spin_model(base / "models")
     proc = start_server(
         base / "models.config",
         [*fixture_models(fixtures_dir), ("spin", spin, {})],
-        ["--enable_grpc_healthcheck_service", "--grpc_channel_arguments=grpc.max_concurrent_streams=1000"],
+        [
+            "--enable_grpc_healthcheck_service",
+            "--grpc_channel_arguments=grpc.max_concurrent_streams=1000",
+            f"--grpc_transport={request.param}",
+        ],
     )
     try:
         yield proc

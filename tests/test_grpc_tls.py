@@ -22,24 +22,30 @@ def pki() -> Pki:
     return make_pki()
 
 
-def _server(fixtures_dir: pathlib.Path, base: pathlib.Path, pki: Pki, client_verify: bool) -> ServerProcess:
+def _server(
+    fixtures_dir: pathlib.Path, base: pathlib.Path, pki: Pki, client_verify: bool, transport: str
+) -> ServerProcess:
     ssl = write_ssl_config(base / "ssl.config", pki, client_verify=client_verify)
     return start_server(
         base / "models.config",
         [("half_plus_two", fixtures_dir / "saved_model_half_plus_two_cpu", {})],
-        [f"--ssl_config_file={ssl}"],
+        [f"--ssl_config_file={ssl}", f"--grpc_transport={transport}"],
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["native", "grpcio"])
 def tls_servers(
-    fixtures_dir: pathlib.Path, tmp_path_factory: pytest.TempPathFactory, pki: Pki
+    request: pytest.FixtureRequest,
+    fixtures_dir: pathlib.Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    pki: Pki,
 ) -> Iterator[dict[bool, ServerProcess]]:
-    """Two servers: {False: TLS, True: TLS + client_verify}."""
+    """Two servers: {False: TLS, True: TLS + client_verify}, for each gRPC transport."""
     servers: dict[bool, ServerProcess] = {}
     try:
         for verify in (False, True):
-            servers[verify] = _server(fixtures_dir, tmp_path_factory.mktemp(f"tls_{verify}"), pki, verify)
+            base = tmp_path_factory.mktemp(f"tls_{verify}")
+            servers[verify] = _server(fixtures_dir, base, pki, verify, request.param)
         yield servers
     finally:
         for s in servers.values():

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sigserve.errors import Code, SigserveError
-from sigserve.server import grpc_server
+from sigserve.server import grpc_methods, grpc_server
 from sigserve.server.grpc_handlers import read_int_metrics
 from sigserve.server.metrics import Metrics
 from sigserve.server.options import ServerOptions
@@ -26,7 +26,7 @@ def test_every_code_passes_through_with_the_same_number(code: Code) -> None:
 
 @given(st.text(max_size=3000))
 def test_messages_are_truncated_as_tf_serving_does(message: str) -> None:
-    out = grpc_server.truncate_message(message)
+    out = grpc_methods.truncate_message(message)
     if len(message) <= 1024:
         assert out == message
     else:
@@ -159,7 +159,12 @@ def test_create_server_start_up_errors() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        with pytest.raises(SigserveError) as e:
-            asyncio.run(_create(ServerOptions(port=port, grpc_host="127.0.0.1")))
-        assert e.value.code == Code.UNAVAILABLE
-        assert f"Could not bind the gRPC API to 127.0.0.1:{port}" in e.value.message
+        for transport in ("native", "grpcio"):
+            with pytest.raises(SigserveError) as e:
+                asyncio.run(
+                    _create(ServerOptions(port=port, grpc_host="127.0.0.1", grpc_transport=transport))
+                )
+            assert e.value.code == Code.UNAVAILABLE
+            assert f"Could not bind the gRPC API to 127.0.0.1:{port}" in e.value.message
+    with pytest.raises(SigserveError, match="Unknown --grpc_transport 'h3': use native"):
+        asyncio.run(_create(ServerOptions(port=0, grpc_socket_path="/tmp/x.sock", grpc_transport="h3")))

@@ -1,12 +1,13 @@
-"""TF Serving's gRPC API on grpc.aio (tfserving-api.md §2): PredictionService and ModelService under
-TF Serving's service names, so every existing client stub works unchanged.
+"""TF Serving's gRPC API (tfserving-api.md §2): PredictionService and ModelService under TF
+Serving's service names, so every existing client stub works unchanged.
 
-The services are registered with generic handlers that move raw bytes: our messages live in the
-`sigserve.tensorflow.serving` proto package but keep TensorFlow's field numbers, so their bytes are
-TF Serving's bytes, and only the method paths (`/tensorflow.serving.PredictionService/Predict`) have
-to carry TF Serving's names. Decoding, TensorFlow and encoding run in a thread pool of
-`--grpc_max_threads` workers, except small Predicts on routes that qualify for the short path
-(`inline.py`), which run on the event loop.
+This module configures the gRPC front end from the flags and picks its transport:
+`--grpc_transport=native` (the default) serves with sigserve's own HTTP/2 transport (`grpc_h2.py`,
+about 4x grpcio's throughput for small Predicts on the benchmark machine), `grpcio` with grpcio's
+grpc.aio server (below), which applies every `--grpc_channel_arguments` key. Both serve the same
+method table (`grpc_methods.py`) with raw bytes: our messages live in the `sigserve.tensorflow.serving`
+proto package but keep TensorFlow's field numbers, so their bytes are TF Serving's bytes, and only the
+method paths (`/tensorflow.serving.PredictionService/Predict`) carry TF Serving's names.
 
 Transport (server.cc): `--grpc_host:--port` and/or `unix:--grpc_socket_path`; TLS from
 `--ssl_config_file`; message size INT32_MAX both ways; `--grpc_channel_arguments`;
@@ -19,22 +20,21 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from sigserve.errors import Code, SigserveError, invalid_argument, unavailable
+from sigserve.errors import Code, invalid_argument, unavailable
 from sigserve.protos import MODEL_SERVICE, PREDICTION_SERVICE
 from sigserve.server.grpc_handlers import PredictionServices
+from sigserve.server.grpc_methods import Method, method_table, rpc_status
 from sigserve.server.metrics import Metrics
 from sigserve.server.options import ServerOptions
 
 logger = logging.getLogger("sigserve.grpc")
 
 INT32_MAX = 2**31 - 1
-MAX_ERROR_MESSAGE = 1024  # grpc_status_util.cc
 
 # grpc.StatusCode by canonical number: TensorFlow's codes are gRPC's codes.
 _STATUS_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
@@ -42,13 +42,6 @@ _STATUS_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in
 
 def grpc_status(code: Code) -> grpc.StatusCode:
     return _STATUS_BY_NUMBER.get(int(code), grpc.StatusCode.UNKNOWN)
-
-
-def truncate_message(message: str) -> str:
-    """TF Serving's ToGRPCStatus: at most 1024 characters, then `...TRUNCATED`."""
-    if len(message) > MAX_ERROR_MESSAGE:
-        return message[:MAX_ERROR_MESSAGE] + "...TRUNCATED"
-    return message
 
 
 def num_grpc_threads(options: ServerOptions) -> int:
@@ -119,8 +112,8 @@ def read_ssl_config(path: str) -> Any:
     return config
 
 
-def server_credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
-    """TLS credentials from `--ssl_config_file` (SSLConfig text proto), or None for plaintext."""
+def checked_ssl_config(options: ServerOptions) -> Any:
+    """`--ssl_config_file` read and checked, or None for plaintext."""
     if not options.ssl_config_file:
         return None
     config = read_ssl_config(options.ssl_config_file)
@@ -135,6 +128,24 @@ def server_credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
             f"--ssl_config_file '{options.ssl_config_file}' sets client_verify: true without custom_ca: "
             "give the PEM of the CA that signs the client certificates"
         )
+    return config
+
+
+def ssl_context(options: ServerOptions) -> Any:
+    """The native transport's TLS context from `--ssl_config_file`, or None for plaintext."""
+    config = checked_ssl_config(options)
+    if config is None:
+        return None
+    from sigserve.server.grpc_h2 import tls_context
+
+    return tls_context(config.server_key, config.server_cert, config.custom_ca, bool(config.client_verify))
+
+
+def server_credentials(options: ServerOptions) -> grpc.ServerCredentials | None:
+    """grpcio's TLS credentials from `--ssl_config_file`, or None for plaintext."""
+    config = checked_ssl_config(options)
+    if config is None:
+        return None
     return grpc.ssl_server_credentials(
         [(config.server_key.encode(), config.server_cert.encode())],
         root_certificates=config.custom_ca.encode() if config.custom_ca else None,
@@ -167,110 +178,29 @@ def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredent
         raise unavailable(f"Could not bind the gRPC API to {address}: the address is in use or not local")
 
 
-# -- the services ----------------------------------------------------------------------------------
+# -- grpcio's server (--grpc_transport=grpcio) -------------------------------------------------------
 
-Body = Callable[[bytes, "float | None"], bytes]
-InlineBody = Callable[[bytes, "float | None"], "bytes | None"]
 Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
 
 
-class _Frontend:
-    """Adapts the byte-level RPC bodies to grpc.aio handlers: deadline, thread pool, status code and
-    metrics.
+def _grpcio_handler(method: Method, executor: concurrent.futures.Executor) -> grpc.RpcMethodHandler:
+    """A grpc.aio handler running `method`: inline on the loop if it accepts, else in `executor`."""
 
-    A body runs in the `executor` (`--grpc_max_threads` workers): parsing a 256 MB request, running
-    TensorFlow and serializing the answer would otherwise stall every connection on the event loop.
-    The exception is a Predict whose route qualifies for the short path (`inline.py`): it runs on the
-    loop, because for a step of a few µs the hop to a worker and back costs more than the call.
-    """
-
-    def __init__(self, metrics: Metrics, executor: concurrent.futures.Executor) -> None:
-        self.metrics = metrics
-        self.executor = executor
-
-    async def _call(
-        self, context: grpc.aio.ServicerContext, body: Body, data: bytes, inline: InlineBody | None = None
-    ) -> bytes:
+    async def handler(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         timeout = _timeout(context)
         try:
-            if inline is not None:
-                out = inline(data, timeout)
+            if method.inline is not None:
+                out = method.inline(data, timeout)
                 if out is not None:
                     return out
-            return await asyncio.get_running_loop().run_in_executor(self.executor, body, data, timeout)
-        except SigserveError as e:
-            await context.abort(grpc_status(e.code), truncate_message(e.message))
-        except Exception as e:  # a bug: answer INTERNAL and keep serving
-            logger.exception("Unexpected error in a gRPC call")
-            await context.abort(grpc.StatusCode.INTERNAL, truncate_message(f"{type(e).__name__}: {e}"))
+            return await asyncio.get_running_loop().run_in_executor(executor, method.body, data, timeout)
+        except Exception as e:
+            code, message = rpc_status(e)
+            await context.abort(_STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), message)
         raise AssertionError("unreachable: context.abort raises")
 
-    def _counting(self, api: str, body: Callable[..., tuple[bytes, str, str] | None]) -> Any:
-        """`body` with TF Serving's request_count / request_latency around it; None (an inline body
-        that declined) is not counted: the pool call that follows is."""
-
-        def run(data: bytes, timeout: float | None) -> bytes | None:
-            started = time.perf_counter()
-            model_name, signature, code = "", "", Code.OK
-            declined = False
-            try:
-                result = body(data, timeout)
-                if result is None:
-                    declined = True
-                    return None
-                out, model_name, signature = result
-                return out
-            except SigserveError as e:
-                code = e.code
-                raise
-            except Exception:
-                code = Code.INTERNAL
-                raise
-            finally:
-                if not declined:
-                    if not model_name:
-                        model_name = _model_name_of(data)
-                    self.metrics.observe_request(
-                        model_name=model_name,
-                        api=api,
-                        entrypoint="GRPC",
-                        signature=signature,
-                        code=code,
-                        latency_seconds=time.perf_counter() - started,
-                    )
-
-        return run
-
-    def counted(
-        self,
-        api: str,
-        body: Callable[[bytes, float | None], tuple[bytes, str, str]],
-        inline: Callable[[bytes, float | None], tuple[bytes, str, str] | None] | None = None,
-    ) -> Handler:
-        """Predict/Classify/Regress: the client's deadline is the run timeout; request metrics.
-        `inline`, if given, is tried on the loop first and returns None to send the call to the pool."""
-        pooled = self._counting(api, body)
-        quick = self._counting(api, inline) if inline is not None else None
-
-        async def handler(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return await self._call(context, pooled, data, quick)
-
-        return handler
-
-    def timed(self, body: Body) -> Handler:
-        async def handler(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return await self._call(context, body, data)
-
-        return handler
-
-    def plain(self, body: Callable[[bytes], bytes]) -> Handler:
-        def untimed(data: bytes, timeout: float | None) -> bytes:
-            return body(data)
-
-        async def handler(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            return await self._call(context, untimed, data)
-
-        return handler
+    # No (de)serializers: the handler takes and returns the wire bytes.
+    return grpc.unary_unary_rpc_method_handler(handler)
 
 
 def _timeout(context: grpc.aio.ServicerContext) -> float | None:
@@ -281,45 +211,15 @@ def _timeout(context: grpc.aio.ServicerContext) -> float | None:
     return max(float(remaining), 0.0)
 
 
-def _model_name_of(data: bytes) -> str:
-    """The model name of a request that failed before it was resolved, for the request_count label."""
-    from sigserve.protos import get_model_status_pb2
-
-    # Field 1 of PredictRequest, ClassificationRequest and RegressionRequest is the ModelSpec, as in
-    # GetModelStatusRequest, which has nothing else.
-    try:
-        return str(get_model_status_pb2.GetModelStatusRequest.FromString(data).model_spec.name)
-    except Exception:
-        return ""
-
-
-def _unary(handler: Handler) -> grpc.RpcMethodHandler:
-    # No (de)serializers: the handler takes and returns the wire bytes.
-    return grpc.unary_unary_rpc_method_handler(handler)
-
-
 def service_handlers(
     services: PredictionServices, metrics: Metrics, executor: concurrent.futures.Executor
 ) -> list[grpc.GenericRpcHandler]:
-    front = _Frontend(metrics, executor)
-    prediction = grpc.method_handlers_generic_handler(
-        PREDICTION_SERVICE,
-        {
-            "Classify": _unary(front.counted("Classify", services.classify)),
-            "Regress": _unary(front.counted("Regress", services.regress)),
-            "Predict": _unary(front.counted("Predict", services.predict, services.predict_inline)),
-            "MultiInference": _unary(front.timed(services.multi_inference)),
-            "GetModelMetadata": _unary(front.plain(services.get_model_metadata)),
-        },
-    )
-    model = grpc.method_handlers_generic_handler(
-        MODEL_SERVICE,
-        {
-            "GetModelStatus": _unary(front.plain(services.get_model_status)),
-            "HandleReloadConfigRequest": _unary(front.plain(services.handle_reload_config_request)),
-        },
-    )
-    return [prediction, model]
+    return [
+        grpc.method_handlers_generic_handler(
+            service, {name: _grpcio_handler(method, executor) for name, method in methods.items()}
+        )
+        for service, methods in method_table(services, metrics).items()
+    ]
 
 
 async def _add_health_service(server: grpc.aio.Server) -> None:
@@ -328,13 +228,14 @@ async def _add_health_service(server: grpc.aio.Server) -> None:
 
     servicer = health.aio.HealthServicer()
     serving = health_pb2.HealthCheckResponse.SERVING
-    for service in ("", "ModelService", "PredictionService", MODEL_SERVICE, PREDICTION_SERVICE):
+    for service in HEALTH_SERVICE_NAMES:
         await servicer.set(service, serving)
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
 
 
 class GrpcServer:
-    """The gRPC front end as the serve wiring drives it: `await start()`, `await stop(grace)`.
+    """grpcio's front end (`--grpc_transport=grpcio`) as the serve wiring drives it: `await start()`,
+    `await stop(grace)`.
 
     A grpc.aio server on the serve loop (the REST server's loop), with a thread pool for the work.
     grpcio's thread-pool server was used before: it needs no loop, but on this 2-CPU machine its
@@ -370,11 +271,24 @@ class GrpcServer:
         return bool(await self.server.wait_for_termination(timeout))
 
 
-def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> GrpcServer:
+NATIVE_CHANNEL_ARGUMENTS = frozenset(
+    {
+        "grpc.max_receive_message_length",
+        "grpc.max_send_message_length",
+        "grpc.max_concurrent_streams",
+        "grpc.so_reuseport",
+    }
+)
+HEALTH_SERVICE_NAMES = ["", "ModelService", "PredictionService", MODEL_SERVICE, PREDICTION_SERVICE]
+
+
+def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> Any:
     """The gRPC front end for `core` (a `sigserve.manager.ServerCore`): bound, not started.
 
-    Raises `SigserveError` for a bad `--ssl_config_file` / `--grpc_channel_arguments` or an address that
-    cannot be bound, so `sigserve serve` reports a start-up failure instead of a traceback.
+    `--grpc_transport=native` (the default) serves with `grpc_h2`, `grpcio` with grpcio's server.
+    Raises `SigserveError` for a bad `--ssl_config_file` / `--grpc_channel_arguments` /
+    `--grpc_transport` or an address that cannot be bound, so `sigserve serve` reports a start-up
+    failure instead of a traceback.
     """
     addresses = listen_addresses(options)
     if not addresses:
@@ -382,14 +296,46 @@ def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> GrpcSe
             "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set. "
             "(e.g. --port=8500 or --grpc_socket_path=/tmp/sigserve.sock)"
         )
-    credentials = server_credentials(options)
+    if options.grpc_transport not in ("native", "grpcio"):
+        raise invalid_argument(
+            f"Unknown --grpc_transport '{options.grpc_transport}': use native (the default) or grpcio"
+        )
     channel_options = server_channel_options(options)
     services = PredictionServices(
         core, metrics, tensor_content=bool(options.enable_serialization_as_tensor_content)
     )
-    executor = concurrent.futures.ThreadPoolExecutor(
-        max_workers=num_grpc_threads(options), thread_name_prefix="sigserve-grpc"
-    )
+    health = bool(options.enable_grpc_healthcheck_service)
+    if options.grpc_transport == "native":
+        from sigserve.server import grpc_h2
+
+        tls = ssl_context(options)
+        ignored = sorted({key for key, _ in channel_options} - NATIVE_CHANNEL_ARGUMENTS)
+        if ignored:
+            logger.warning(
+                "--grpc_channel_arguments %s are grpcio settings the native gRPC transport does not use; "
+                "run with --grpc_transport=grpcio to apply them",
+                ",".join(ignored),
+            )
+        methods = {
+            f"/{service}/{name}": method
+            for service, table in method_table(services, metrics).items()
+            for name, method in table.items()
+        }
+        executor = _executor(options)
+        try:
+            return grpc_h2.create(
+                methods,
+                executor,
+                addresses,
+                tls=tls,
+                channel_arguments=dict(channel_options),
+                health_names=HEALTH_SERVICE_NAMES if health else None,
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+    credentials = server_credentials(options)
+    executor = _executor(options)
     server = grpc.aio.server(
         handlers=service_handlers(services, metrics, executor),
         options=channel_options,
@@ -400,4 +346,10 @@ def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> GrpcSe
     except BaseException:
         executor.shutdown(wait=False)
         raise
-    return GrpcServer(server, addresses, executor, bool(options.enable_grpc_healthcheck_service))
+    return GrpcServer(server, addresses, executor, health)
+
+
+def _executor(options: ServerOptions) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(
+        max_workers=num_grpc_threads(options), thread_name_prefix="sigserve-grpc"
+    )

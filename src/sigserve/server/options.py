@@ -23,6 +23,7 @@ class ServerOptions:
     shutdown_grace_seconds: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     grpc_max_threads: int = 0
     grpc_channel_arguments: str = ""
+    grpc_transport: str = "native"  # or "grpcio"
     enable_grpc_healthcheck_service: bool = False
     ssl_config_file: str = ""
     enable_serialization_as_tensor_content: bool = False

@@ -1,6 +1,6 @@
 """`sigserve serve`: the model server process (tfserving-api.md §1, §6, §7).
 
-One asyncio loop runs both front ends: uvicorn (REST) and grpc.aio (gRPC). The listeners open
+One asyncio loop runs both front ends: uvicorn (REST) and gRPC (`grpc_h2`, or grpc.aio). The listeners open
 before the models finish loading, so `/healthz` answers at once and `/readyz` says 503 until every
 configured model is AVAILABLE (a Kubernetes liveness probe does not kill a server that is still
 loading a large model). TF Serving's two start-up lines, which scripts wait for, are printed only once

@@ -1,0 +1,498 @@
+"""sigserve's own gRPC transport (`grpc_h2`) at the HTTP/2 level: hand-built frames on a raw socket
+(padding, CONTINUATION, tiny flow-control windows, PING, RST_STREAM, bad prefaces, hostile bytes),
+and grpcio clients for compression, health Watch, limits and graceful shutdown. The RPCs themselves
+are covered for both transports in test_grpc_api.py."""
+
+from __future__ import annotations
+
+import gzip
+import pathlib
+import socket
+import struct
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import hpack
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sigserve.codec import tensor
+from sigserve.protos import predict_pb2
+from sigserve.server import grpc_h2
+from tests.grpc_servers import (
+    export_spin_model,
+    fixture_models,
+    grpc_target,
+    rpc_error,
+    start_server,
+    tf_stubs,
+)
+from tests.test_serve_process import ServerProcess
+
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+MAX_RECEIVE = 65_536
+
+# -- the pure pieces -------------------------------------------------------------------------------
+
+
+@given(st.integers(0, 16), st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=3000))
+def test_status_block_decodes_to_the_status_and_message(code: int, message: str) -> None:
+    for trailers_only in (False, True):
+        block = grpc_h2.status_block(code, message, trailers_only=trailers_only)
+        headers = dict(hpack.Decoder().decode(block))
+        assert headers["grpc-status"] == str(code)
+        assert urllib.parse.unquote(headers.get("grpc-message", "")) == message
+        assert all(0x20 <= ord(c) < 0x7F for c in headers.get("grpc-message", ""))
+        if trailers_only:
+            assert headers[":status"] == "200" and headers["content-type"] == "application/grpc"
+        assert grpc_h2._table_neutral(block)
+
+
+@given(st.integers(0, 99_999_999), st.sampled_from("HMSmun"))
+def test_grpc_timeout_units(value: int, unit: str) -> None:
+    seconds = grpc_h2.parse_timeout(f"{value}{unit}")
+    scale = {"H": 3600, "M": 60, "S": 1, "m": 1e-3, "u": 1e-6, "n": 1e-9}[unit]
+    assert seconds == pytest.approx(value * scale)
+
+
+@given(st.text(max_size=12))
+def test_malformed_grpc_timeouts_read_as_none(text: str) -> None:
+    valid = 2 <= len(text) <= 9 and text[:-1].isdigit() and text[-1] in "HMSmun"
+    assert (grpc_h2.parse_timeout(text) is None) != valid or not text[:-1].isascii()
+
+
+header_lists = st.lists(
+    st.tuples(st.sampled_from([":path", "grpc-timeout", "x-user", "te"]), st.text("abcxyz0123", max_size=20)),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(header_lists)
+def test_table_neutral_blocks_are_the_ones_that_leave_the_table_alone(headers: list[tuple[str, str]]) -> None:
+    encoder, decoder = hpack.Encoder(), hpack.Decoder()
+    for _ in range(2):  # the second time, every header is already in the encoder's table
+        block = encoder.encode(headers)
+        before = list(decoder.header_table.dynamic_entries)
+        decoded = decoder.decode(block)
+        unchanged = list(decoder.header_table.dynamic_entries) == before
+        assert decoded == headers
+        if grpc_h2._table_neutral(block):
+            assert unchanged
+    assert grpc_h2._table_neutral(encoder.encode(headers))
+
+
+@given(st.binary(max_size=64))
+def test_table_neutral_never_raises(block: bytes) -> None:
+    assert grpc_h2._table_neutral(block) in (True, False)
+
+
+@given(st.text(max_size=200))
+def test_health_check_request_parsing(service: str) -> None:
+    from grpc_health.v1 import health_pb2
+
+    message = health_pb2.HealthCheckRequest(service=service).SerializeToString()
+    assert grpc_h2.health_check_service(message) == service
+    response = health_pb2.HealthCheckResponse.FromString(grpc_h2.health_check_response(grpc_h2.SERVING))
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+@given(st.binary(max_size=64))
+def test_health_check_request_parsing_survives_garbage(data: bytes) -> None:
+    result = grpc_h2.health_check_service(data)
+    assert result is None or isinstance(result, str)
+
+
+# -- a server and a raw HTTP/2 client --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server(fixtures_dir: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    base = tmp_path_factory.mktemp("grpc_h2")
+    spin = export_spin_model(base / "models")
+    proc = start_server(
+        base / "models.config",
+        [*fixture_models(fixtures_dir), ("spin", spin, {})],
+        [
+            "--enable_grpc_healthcheck_service",
+            f"--grpc_channel_arguments=grpc.max_receive_message_length={MAX_RECEIVE}",
+        ],
+    )
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        proc.cleanup()
+
+
+def predict_message(x: float = 1.0, model: str = "half_plus_two") -> bytes:
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs["x"].CopyFrom(tensor.from_ndarray(np.asarray([[x]], np.float32)))
+    return bytes(request.SerializeToString())
+
+
+def grpc_framed(message: bytes, compressed: bool = False) -> bytes:
+    return bytes((int(compressed),)) + struct.pack(">I", len(message)) + message
+
+
+def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((kind, flags)) + stream_id.to_bytes(4, "big") + payload
+
+
+class RawH2:
+    """An HTTP/2 client made of frames, to send what grpcio never would."""
+
+    def __init__(self, port: int, settings: bytes = b"") -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        self.buffer = b""
+        self.encoder = hpack.Encoder()
+        self.decoder = hpack.Decoder()
+        self.kept: dict[int, list[Any]] = {}
+        self.sock.sendall(grpc_h2.PREFACE + frame(grpc_h2.SETTINGS, 0, 0, settings))
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def headers_block(
+        self, path: str = PREDICT, content_type: str = "application/grpc", **extra: str
+    ) -> bytes:
+        headers = [
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", "localhost"),
+            ("content-type", content_type),
+            ("te", "trailers"),
+            *extra.items(),
+        ]
+        return bytes(self.encoder.encode(headers))
+
+    def read_frame(self) -> tuple[int, int, int, bytes] | None:
+        """The next frame, or None once the server has closed the connection."""
+        while len(self.buffer) < 9 or len(self.buffer) < 9 + int.from_bytes(self.buffer[:3], "big"):
+            chunk = self.sock.recv(1 << 20)
+            if not chunk:
+                return None
+            self.buffer += chunk
+        length = int.from_bytes(self.buffer[:3], "big")
+        kind, flags = self.buffer[3], self.buffer[4]
+        stream_id = int.from_bytes(self.buffer[5:9], "big") & 0x7FFFFFFF
+        payload = self.buffer[9 : 9 + length]
+        self.buffer = self.buffer[9 + length :]
+        return kind, flags, stream_id, payload
+
+    def response(self, stream_id: int, on_data: Any = None) -> tuple[dict[str, str], bytes, dict[str, str]]:
+        """(headers, body, trailers) of one stream; `on_data(size)` is called for each DATA frame.
+        Frames of other streams read meanwhile are kept for their own call."""
+        blocks: list[dict[str, str]] = []
+        body = b""
+        while True:
+            kept = self.kept.get(stream_id)
+            got = kept.pop(0) if kept else self.read_frame()
+            assert got is not None, "the server closed the connection"
+            kind, flags, sid, payload = got
+            if kind == grpc_h2.HEADERS:
+                # Decoded in arrival order, as HPACK requires, whichever stream it belongs to.
+                payload = dict(self.decoder.decode(payload)) if isinstance(payload, bytes) else payload
+            if sid != stream_id:
+                if sid != 0:
+                    self.kept.setdefault(sid, []).append((kind, flags, sid, payload))
+                continue
+            if kind == grpc_h2.HEADERS:
+                blocks.append(payload)
+            elif kind == grpc_h2.DATA:
+                body += payload
+                if on_data is not None:
+                    on_data(len(payload))
+            elif kind == grpc_h2.RST_STREAM:
+                raise AssertionError(f"stream reset: {int.from_bytes(payload, 'big')}")
+            if flags & grpc_h2.END_STREAM:
+                break
+        if len(blocks) == 1:  # Trailers-Only
+            return blocks[0], body, blocks[0]
+        return blocks[0], body, blocks[-1]
+
+
+def decoded_predict(body: bytes) -> float:
+    assert body[0] == 0 and int.from_bytes(body[1:5], "big") == len(body) - 5
+    response = predict_pb2.PredictResponse.FromString(body[5:])
+    return float(tensor.to_ndarray(response.outputs["y"])[0, 0])
+
+
+@pytest.fixture()
+def raw(server: ServerProcess) -> Iterator[RawH2]:
+    client = RawH2(server.grpc_port)
+    yield client
+    client.close()
+
+
+def test_a_plain_call_made_of_frames(raw: RawH2) -> None:
+    raw.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 1, raw.headers_block()))
+    raw.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, 1, grpc_framed(predict_message(3.0))))
+    headers, body, trailers = raw.response(1)
+    assert headers[":status"] == "200" and headers["content-type"] == "application/grpc"
+    assert trailers["grpc-status"] == "0"
+    assert decoded_predict(body) == 3.5
+
+
+def test_padding_priority_and_continuation(raw: RawH2) -> None:
+    block = raw.headers_block(**{"x-long": "v" * 3000})
+    first, rest = block[:10], block[10:]
+    padded = bytes((7,)) + struct.pack(">IB", 0, 16) + first + b"\0" * 7  # pad length, priority, padding
+    raw.send(frame(grpc_h2.HEADERS, grpc_h2.PADDED | grpc_h2.PRIORITY_FLAG, 3, padded))
+    raw.send(frame(grpc_h2.CONTINUATION, 0, 3, rest[:100]))
+    raw.send(frame(grpc_h2.CONTINUATION, grpc_h2.END_HEADERS, 3, rest[100:]))
+    data = grpc_framed(predict_message(5.0))
+    raw.send(frame(grpc_h2.DATA, grpc_h2.PADDED, 3, bytes((3,)) + data[:4] + b"\0\0\0"))
+    raw.send(frame(grpc_h2.DATA, 0, 3, data[4:9]))
+    raw.send(frame(grpc_h2.PRIORITY, 0, 3, struct.pack(">IB", 0, 1)))  # ignored
+    raw.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, 3, data[9:]))
+    _, body, trailers = raw.response(3)
+    assert trailers["grpc-status"] == "0" and decoded_predict(body) == 4.5
+
+
+def test_many_streams_in_one_write(raw: RawH2) -> None:
+    out = b""
+    for i, sid in enumerate(range(1, 200, 2)):
+        out += frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, sid, raw.headers_block())
+        out += frame(grpc_h2.DATA, grpc_h2.END_STREAM, sid, grpc_framed(predict_message(float(i))))
+    raw.send(out)
+    for i, sid in enumerate(range(1, 200, 2)):
+        _, body, trailers = raw.response(sid)
+        assert trailers["grpc-status"] == "0" and decoded_predict(body) == 0.5 * i + 2
+
+
+def test_the_answer_waits_for_the_clients_flow_control_window(server: ServerProcess) -> None:
+    # A 10-byte initial window and 16 KiB frames: the answer (~40 bytes) comes in pieces, each
+    # after the window update that allows it.
+    client = RawH2(server.grpc_port, settings=struct.pack(">HI", grpc_h2.S_INITIAL_WINDOW_SIZE, 10))
+    try:
+        client.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 1, client.headers_block()))
+        client.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, 1, grpc_framed(predict_message(7.0))))
+        sizes: list[int] = []
+
+        def allow_more(size: int) -> None:
+            sizes.append(size)
+            client.send(frame(grpc_h2.WINDOW_UPDATE, 0, 1, struct.pack(">I", 10)))
+
+        _, body, trailers = client.response(1, on_data=allow_more)
+        assert trailers["grpc-status"] == "0" and decoded_predict(body) == 5.5
+        assert len(sizes) > 1 and max(sizes) <= 10
+    finally:
+        client.close()
+
+
+def test_ping_is_answered_with_its_payload(raw: RawH2) -> None:
+    raw.send(frame(grpc_h2.PING, 0, 0, b"12345678"))
+    while True:
+        got = raw.read_frame()
+        assert got is not None
+        if got[0] == grpc_h2.PING:
+            assert got[1] == grpc_h2.ACK and got[3] == b"12345678"
+            return
+
+
+@pytest.mark.parametrize(
+    ("method", "content_type", "status"),
+    [("POST", "application/json", "415"), ("GET", "application/grpc", "405")],
+)
+def test_requests_that_are_not_grpc_get_an_http_status(
+    raw: RawH2, method: str, content_type: str, status: str
+) -> None:
+    block = bytes(
+        raw.encoder.encode(
+            [(":method", method), (":scheme", "http"), (":path", PREDICT), ("content-type", content_type)]
+        )
+    )
+    raw.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS | grpc_h2.END_STREAM, 1, block))
+    headers, _, _ = raw.response(1)
+    assert headers[":status"] == status
+    assert "application/grpc" in urllib.parse.unquote(headers["grpc-message"])
+
+
+def test_reset_stream_is_forgotten_and_the_connection_goes_on(raw: RawH2) -> None:
+    raw.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 1, raw.headers_block()))
+    raw.send(frame(grpc_h2.DATA, 0, 1, grpc_framed(predict_message())[:3]))
+    raw.send(frame(grpc_h2.RST_STREAM, 0, 1, struct.pack(">I", grpc_h2.CANCEL)))
+    raw.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, 1, b"late"))  # after the reset: dropped
+    raw.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 3, raw.headers_block()))
+    raw.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, 3, grpc_framed(predict_message(1.0))))
+    _, body, trailers = raw.response(3)
+    assert trailers["grpc-status"] == "0" and decoded_predict(body) == 2.5
+
+
+@pytest.mark.parametrize(
+    ("extra", "body", "code", "needle"),
+    [
+        ({"grpc-timeout": "1n"}, grpc_framed(predict_message()), 4, "Deadline"),
+        ({"grpc-encoding": "snappy"}, grpc_framed(predict_message(), compressed=True), 12, "snappy"),
+        ({"grpc-encoding": "gzip"}, grpc_framed(b"not gzip", compressed=True), 13, "decompress"),
+        ({}, grpc_framed(predict_message())[:-1], 13, "one request message"),
+        ({}, grpc_framed(predict_message()) * 2, 13, "one request message"),
+        ({}, b"", 13, "got none"),
+        ({}, grpc_framed(b"x" * (MAX_RECEIVE + 1)), 8, f"vs. {MAX_RECEIVE}"),
+    ],
+)
+def test_bad_calls_get_a_grpc_status(
+    raw: RawH2, extra: dict[str, str], body: bytes, code: int, needle: str
+) -> None:
+    raw.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 1, raw.headers_block(**extra)))
+    for start in range(0, len(body), 16_384):
+        raw.send(frame(grpc_h2.DATA, 0, 1, body[start : start + 16_384]))
+    raw.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, 1, b""))
+    _, _, trailers = raw.response(1)
+    assert trailers["grpc-status"] == str(code), trailers
+    assert needle in urllib.parse.unquote(trailers["grpc-message"])
+
+
+def test_gzip_request_message(raw: RawH2) -> None:
+    raw.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 1, raw.headers_block(**{"grpc-encoding": "gzip"})))
+    body = grpc_framed(gzip.compress(predict_message(9.0)), compressed=True)
+    raw.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, 1, body))
+    _, body, trailers = raw.response(1)
+    assert trailers["grpc-status"] == "0" and decoded_predict(body) == 6.5
+
+
+def test_not_http2_gets_goaway_and_the_server_keeps_serving(server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=30) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert bytes((grpc_h2.GOAWAY,)) in data  # after our SETTINGS: GOAWAY, then the close
+    assert struct.pack(">I", grpc_h2.PROTOCOL_ERROR) in data
+    stubs = tf_stubs(grpc_target(server))
+    try:
+        from tests.test_grpc_api import x_request
+
+        assert stubs.prediction.Predict(x_request(), timeout=30).model_spec.version.value == 123
+    finally:
+        stubs.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(st.tuples(st.integers(0, 12), st.integers(0, 255), st.integers(0, 7), st.binary(max_size=40)))
+)
+def test_hostile_frames_never_take_the_server_down(server: ServerProcess, frames: list[Any]) -> None:
+    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=30) as sock:
+        data = grpc_h2.PREFACE + b"".join(
+            frame(kind, flags, sid, payload) for kind, flags, sid, payload in frames
+        )
+        try:
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            sock.settimeout(5)
+            while sock.recv(65536):
+                pass
+        except (ConnectionError, TimeoutError):
+            pass
+    assert server.proc.poll() is None
+    client = RawH2(server.grpc_port)
+    try:
+        client.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 1, client.headers_block()))
+        client.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, 1, grpc_framed(predict_message(1.0))))
+        assert decoded_predict(client.response(1)[1]) == 2.5
+    finally:
+        client.close()
+
+
+# -- with grpcio clients ---------------------------------------------------------------------------
+
+
+def test_grpcio_client_with_gzip_compression(server: ServerProcess) -> None:
+    from tests.test_grpc_api import x_request
+
+    stubs = tf_stubs(grpc_target(server))
+    try:
+        response = stubs.prediction.Predict(x_request(), timeout=30, compression=grpc.Compression.Gzip)
+        assert response.model_spec.version.value == 123
+    finally:
+        stubs.close()
+
+
+def test_message_over_the_receive_limit_is_resource_exhausted(server: ServerProcess) -> None:
+    from tests.test_grpc_api import x_request
+
+    stubs = tf_stubs(grpc_target(server))
+    try:
+        big = x_request(values=[[1.0]] * (MAX_RECEIVE // 4))
+        error = rpc_error(stubs.prediction.Predict, big)
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert f"vs. {MAX_RECEIVE}" in str(error.details())
+        assert stubs.prediction.Predict(x_request(), timeout=30).model_spec.version.value == 123
+    finally:
+        stubs.close()
+
+
+def test_health_watch_streams_the_status(server: ServerProcess) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    channel = grpc.insecure_channel(grpc_target(server))
+    try:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service, status in (
+            ("PredictionService", health_pb2.HealthCheckResponse.SERVING),
+            ("NoSuchService", health_pb2.HealthCheckResponse.SERVICE_UNKNOWN),
+        ):
+            watch = health.Watch(health_pb2.HealthCheckRequest(service=service), timeout=30)
+            assert next(watch).status == status
+            watch.cancel()
+    finally:
+        channel.close()
+
+
+def test_sigterm_lets_an_in_flight_call_finish(fixtures_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """A call that spins for ~2.5 s is answered in full during the shutdown grace; a call after the
+    GOAWAY is refused; the server exits 0."""
+    from tests.test_grpc_api import outputs_of, predict_request
+
+    spin = export_spin_model(tmp_path / "models")
+    proc = start_server(tmp_path / "models.config", [("spin", spin, {})], ["--shutdown_grace_seconds=30"])
+    stubs = tf_stubs(grpc_target(proc))
+
+    def spin_for(n: int) -> Any:
+        return stubs.prediction.Predict(predict_request("spin", n=np.asarray(n, np.int64)), timeout=60)
+
+    outcome: dict[str, Any] = {}
+
+    def call(n: int) -> None:
+        try:
+            outcome["count"] = int(outputs_of(spin_for(n))["i"].reshape(-1)[0])
+        except grpc.RpcError as e:
+            outcome["code"] = e.code()
+        except Exception as e:  # shown by the assertion below
+            outcome["error"] = repr(e)
+
+    try:
+        started = time.monotonic()
+        spin_for(300_000)
+        n = int(300_000 * 2.5 / max(time.monotonic() - started, 1e-3))
+        thread = threading.Thread(target=call, args=(n,))
+        thread.start()
+        time.sleep(0.5)
+        proc.proc.terminate()
+        time.sleep(0.5)
+        late = tf_stubs(grpc_target(proc))
+        try:
+            error = rpc_error(late.prediction.Predict, predict_request("spin", n=np.asarray(1, np.int64)), 10)
+            assert error.code() == grpc.StatusCode.UNAVAILABLE
+        finally:
+            late.close()
+        thread.join(60)
+        assert outcome == {"count": n}
+        assert proc.proc.wait(60) == 0, proc.output()[-3000:]
+    finally:
+        stubs.close()
+        proc.stop()
+        proc.cleanup()
