@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sigserve.codec import tensor
+from sigserve.errors import SigserveError
 from sigserve.protos import predict_pb2
 from sigserve.server import grpc_h2
 from tests.grpc_servers import (
@@ -107,6 +108,35 @@ def test_health_check_request_parsing(service: str) -> None:
 def test_health_check_request_parsing_survives_garbage(data: bytes) -> None:
     result = grpc_h2.health_check_service(data)
     assert result is None or isinstance(result, str)
+
+
+def test_a_host_name_is_bound_on_each_of_its_addresses() -> None:
+    from tests.test_serve_process import free_port
+
+    port = free_port()
+    sockets = grpc_h2.bind(f"localhost:{port}")
+    try:
+        bound = {sock.getsockname()[0] for sock in sockets}
+        assert "127.0.0.1" in bound
+        assert {sock.getsockname()[1] for sock in sockets} == {port}
+        with socket.create_connection(("127.0.0.1", port), timeout=5):
+            pass
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_tls_context_offers_h2_and_verifies_clients_when_asked() -> None:
+    import ssl
+
+    from tests.grpc_servers import make_pki
+
+    pki = make_pki()
+    key, cert, ca = pki.server_key_pem.decode(), pki.server_cert_pem.decode(), pki.ca_pem.decode()
+    assert grpc_h2.tls_context(key, cert, ca, True).verify_mode == ssl.CERT_REQUIRED
+    assert grpc_h2.tls_context(key, cert, "", False).verify_mode == ssl.CERT_NONE
+    with pytest.raises(SigserveError, match="not a usable PEM pair"):
+        grpc_h2.tls_context(key, ca, "", False)  # a certificate that is not the key's
 
 
 # -- a server and a raw HTTP/2 client --------------------------------------------------------------

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import logging
 import os
 import socket
 import ssl
+import stat
 import struct
 import tempfile
 import time
@@ -202,6 +204,7 @@ class _Stream:
         "chunks",
         "closed",
         "headers",
+        "headers_sent",
         "id",
         "pending",
         "pending_end",
@@ -215,6 +218,7 @@ class _Stream:
     def __init__(self, stream_id: int, send_window: int) -> None:
         self.id = stream_id
         self.headers: dict[str, str] = {}
+        self.headers_sent = False
         self.chunks: list[bytes] = []
         self.size = 0
         self.received_all = False
@@ -648,6 +652,7 @@ class GrpcConnection(asyncio.Protocol):
             # open until the client cancels it or the server stops.
             answer = health_check_response(SERVICE_UNKNOWN if status is None else status)
             self.out.append(_frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))
+            stream.headers_sent = True
             self._queue_data(stream, b"\x00" + len(answer).to_bytes(4, "big") + answer, None)
 
             async def wait() -> None:
@@ -678,6 +683,7 @@ class GrpcConnection(asyncio.Protocol):
             )
             return
         self.out.append(_frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))
+        stream.headers_sent = True
         self._queue_data(stream, b"\x00" + len(message).to_bytes(4, "big") + message, TRAILERS_OK)
 
     def _answer_error(self, stream: _Stream, code: int, message: str) -> None:
@@ -811,7 +817,11 @@ class GrpcConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Grace is over: cancel what is still running and drop the connection."""
         for stream in list(self.streams.values()):
-            self._answer_error(stream, Code.UNAVAILABLE, "The server is shutting down")
+            if stream.headers_sent:  # an answer is half out (flow control, Watch): reset it
+                self.out.append(_frame(RST_STREAM, 0, stream.id, CANCEL.to_bytes(4, "big")))
+                self._forget(stream)
+            else:
+                self._answer_error(stream, Code.UNAVAILABLE, "The server is shutting down")
         self._flush()
         if self.transport is not None:
             self.transport.close()
@@ -848,35 +858,59 @@ def tls_context(server_key: str, server_cert: str, custom_ca: str, client_verify
     return context
 
 
-def bind(address: str) -> socket.socket:
-    """A listening socket for `host:port`, `[v6]:port` or `unix:path`, bound now so that a busy
-    address fails `sigserve serve` at start-up."""
+def bind(address: str) -> list[socket.socket]:
+    """Listening sockets for `host:port`, `[v6]:port` or `unix:path`, bound now so that a busy
+    address fails `sigserve serve` at start-up. A name is bound on every address it resolves to
+    (`localhost`: 127.0.0.1 and ::1), as grpcio does."""
     try:
         if address.startswith("unix:"):
             path = address[len("unix:") :]
-            if os.path.exists(path):
-                import stat
-
-                if stat.S_ISSOCK(os.stat(path).st_mode):
-                    os.unlink(path)  # a socket left by an earlier server
+            if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
+                os.unlink(path)  # a socket left by an earlier server
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.bind(path)
-        else:
-            host, _, port = address.rpartition(":")
-            host = host.strip("[]")
-            infos = socket.getaddrinfo(
-                host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-            )
-            family, kind, proto, _, sockaddr = infos[0]
-            sock = socket.socket(family, kind, proto)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind(sockaddr)
-        sock.listen(1024)
-        sock.setblocking(False)
-        return sock
+            try:
+                sock.bind(path)
+                sock.listen(1024)
+            except BaseException:
+                sock.close()
+                raise
+            sock.setblocking(False)
+            return [sock]
+        host, _, port = address.rpartition(":")
+        infos = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
     except (OSError, ValueError) as e:
         raise unavailable(f"Could not bind the gRPC API to {address}: {e}") from None
+    sockets: list[socket.socket] = []
+    errors: list[str] = []
+    seen: set[Any] = set()
+    for family, kind, proto, _, sockaddr in infos:
+        if sockaddr in seen:
+            continue
+        seen.add(sockaddr)
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.bind(sockaddr)
+            sock.listen(1024)
+        except OSError as e:
+            sock.close()
+            if e.errno == errno.EADDRNOTAVAIL and len(infos) > 1:
+                continue  # e.g. ::1 on a host without IPv6
+            errors.append(str(e))
+            break
+        sock.setblocking(False)
+        sockets.append(sock)
+    if errors or not sockets:
+        for sock in sockets:
+            sock.close()
+        reason = errors[0] if errors else "no usable address"
+        raise unavailable(f"Could not bind the gRPC API to {address}: {reason}")
+    return sockets
 
 
 class GrpcH2Server:
@@ -891,7 +925,7 @@ class GrpcH2Server:
     ) -> None:
         self.services = services
         self.sockets = sockets
-        self.addresses = [address for address, _ in sockets]
+        self.addresses = list(dict.fromkeys(address for address, _ in sockets))
         self.tls = tls
         self.executor = executor
         self.connections: set[GrpcConnection] = set()
@@ -937,7 +971,7 @@ class GrpcH2Server:
             connection.abort()
         # A cancelled RPC's TensorFlow call cannot be interrupted; its worker finishes on its own.
         self.executor.shutdown(wait=False, cancel_futures=True)
-        for address, _ in self.sockets:
+        for address in self.addresses:
             if address.startswith("unix:"):
                 try:
                     os.unlink(address[len("unix:") :])
@@ -1026,7 +1060,7 @@ def create(
     sockets: list[tuple[str, socket.socket]] = []
     try:
         for address in addresses:
-            sockets.append((address, bind(address)))
+            sockets.extend((address, sock) for sock in bind(address))
     except BaseException:
         for _, sock in sockets:
             sock.close()
