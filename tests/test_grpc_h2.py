@@ -37,7 +37,7 @@ from tests.grpc_servers import (
 from tests.test_serve_process import ServerProcess
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
-MAX_RECEIVE = 65_536
+MAX_RECEIVE = 2 << 20
 
 # -- the pure pieces -------------------------------------------------------------------------------
 
@@ -322,6 +322,31 @@ def test_the_answer_waits_for_the_clients_flow_control_window(server: ServerProc
         client.close()
 
 
+def test_a_large_answer_in_a_wide_window_arrives_whole(server: ServerProcess) -> None:
+    # ~1.6 MB out: about a hundred 16 KiB frames, written to the transport as they are made.
+    settings = struct.pack(">HI", grpc_h2.S_INITIAL_WINDOW_SIZE, 2**31 - 1)
+    client = RawH2(server.grpc_port, settings=settings)
+    try:
+        client.send(frame(grpc_h2.WINDOW_UPDATE, 0, 0, struct.pack(">I", 2**31 - 1 - 65_535)))
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "half_plus_two"
+        x = np.arange(400_000, dtype=np.float32).reshape(-1, 1)
+        request.inputs["x"].CopyFrom(tensor.from_ndarray(x, tensor_content=True))
+        body = grpc_framed(request.SerializeToString())
+        client.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 1, client.headers_block()))
+        for start in range(0, len(body), 16_384):
+            end_stream = grpc_h2.END_STREAM if start + 16_384 >= len(body) else 0
+            client.send(frame(grpc_h2.DATA, end_stream, 1, body[start : start + 16_384]))
+        sizes: list[int] = []
+        _, answer, trailers = client.response(1, on_data=sizes.append)
+        assert trailers["grpc-status"] == "0"
+        assert len(sizes) > 64 and max(sizes) <= 16_384
+        response = predict_pb2.PredictResponse.FromString(answer[5:])
+        np.testing.assert_array_equal(tensor.to_ndarray(response.outputs["y"]), 0.5 * x + 2)
+    finally:
+        client.close()
+
+
 def test_ping_is_answered_with_its_payload(raw: RawH2) -> None:
     raw.send(frame(grpc_h2.PING, 0, 0, b"12345678"))
     while True:
@@ -449,6 +474,51 @@ def test_grpcio_client_with_gzip_compression(server: ServerProcess) -> None:
         assert response.model_spec.version.value == 123
     finally:
         stubs.close()
+
+
+def test_grpclib_client(server: ServerProcess) -> None:
+    """grpclib: a second, independent gRPC implementation (pure Python, on the h2 package)."""
+    import asyncio
+
+    from grpclib.client import Channel
+    from grpclib.const import Cardinality, Status
+    from grpclib.exceptions import GRPCError
+
+    async def predict(channel: Channel, x: np.ndarray, model: str = "half_plus_two") -> np.ndarray:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = model
+        request.inputs["x"].CopyFrom(tensor.from_ndarray(x))
+        async with channel.request(
+            PREDICT,
+            Cardinality.UNARY_UNARY,
+            predict_pb2.PredictRequest,
+            predict_pb2.PredictResponse,
+            timeout=60,
+        ) as stream:
+            await stream.send_message(request, end=True)
+            response = await stream.recv_message()
+            await stream.recv_trailing_metadata()
+        assert response is not None
+        return tensor.to_ndarray(response.outputs["y"])
+
+    async def main() -> None:
+        channel = Channel("127.0.0.1", server.grpc_port)
+        try:
+            assert (await predict(channel, np.asarray([[1.0]], np.float32))).tolist() == [[2.5]]
+            many = await asyncio.gather(
+                *(predict(channel, np.asarray([[float(i)]], np.float32)) for i in range(100))
+            )
+            assert [float(y[0, 0]) for y in many] == [0.5 * i + 2 for i in range(100)]
+            big = np.ones((400_000, 1), np.float32)
+            np.testing.assert_array_equal(await predict(channel, big), big * 0.5 + 2)
+            with pytest.raises(GRPCError) as e:
+                await predict(channel, np.asarray([[1.0]], np.float32), model="nope")
+            assert e.value.status == Status.NOT_FOUND
+            assert e.value.message == "Servable not found for request: Latest(nope)"
+        finally:
+            channel.close()
+
+    asyncio.run(main())
 
 
 def test_message_over_the_receive_limit_is_resource_exhausted(server: ServerProcess) -> None:

@@ -725,11 +725,10 @@ class GrpcConnection(asyncio.Protocol):
         if pending is None:
             return
         sid = stream.id
-        out = self.out
         if len(pending) <= min(self.send_window, stream.send_window, self.peer_max_frame):  # the usual case
             size = len(pending)
             if size:
-                out.append(_frame(DATA, 0, sid, bytes(pending)))
+                self.out.append(_frame(DATA, 0, sid, bytes(pending)))
             self.send_window -= size
             stream.send_window -= size
         else:
@@ -738,12 +737,12 @@ class GrpcConnection(asyncio.Protocol):
                 size = min(len(pending) - sent, self.send_window, stream.send_window, self.peer_max_frame)
                 if size <= 0:
                     break
-                out.append(_frame(DATA, 0, sid, bytes(pending[sent : sent + size])))
+                self.out.append(_frame(DATA, 0, sid, bytes(pending[sent : sent + size])))
                 self.send_window -= size
                 stream.send_window -= size
                 sent += size
-                if len(out) >= 64:
-                    self._flush()
+                if len(self.out) >= 64:  # a large answer: hand it to the transport as it goes
+                    self._flush()  # (which replaces self.out: never keep a reference to it)
             if sent < len(pending):
                 stream.pending = pending[sent:]
                 self.blocked[sid] = stream
