@@ -291,6 +291,14 @@ def test_padding_priority_and_continuation(raw: RawH2) -> None:
     assert trailers["grpc-status"] == "0" and decoded_predict(body) == 4.5
 
 
+def test_header_values_that_are_not_utf8_are_carried(raw: RawH2) -> None:
+    block = raw.headers_block() + bytes(raw.encoder.encode([(b"x-legacy", b"caf\xe9 \xff")]))
+    raw.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 1, block))
+    raw.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, 1, grpc_framed(predict_message(1.0))))
+    _, body, trailers = raw.response(1)
+    assert trailers["grpc-status"] == "0" and decoded_predict(body) == 2.5
+
+
 def test_many_streams_in_one_write(raw: RawH2) -> None:
     out = b""
     for i, sid in enumerate(range(1, 200, 2)):

@@ -322,6 +322,9 @@ class GrpcConnection(asyncio.Protocol):
             self._fail(e.code, str(e))
         except hpack.HPACKError as e:
             self._fail(COMPRESSION_ERROR, f"HPACK: {e}")
+        except Exception as e:  # a bug: end this connection, keep serving the others
+            logger.exception("Unexpected error on a gRPC connection")
+            self._fail(INTERNAL_ERROR, f"{type(e).__name__}: {e}")
         self._flush()
 
     # -- reading frames --------------------------------------------------------------------------
@@ -427,8 +430,10 @@ class GrpcConnection(asyncio.Protocol):
         if headers is not None:
             return headers
         headers = {}
-        for name, value in self.decoder.decode(block):
-            assert isinstance(name, str) and isinstance(value, str)  # decode() without raw=True
+        # raw=True, then Latin-1: a header value that is not UTF-8 (custom metadata) must not end
+        # the connection; the headers gRPC itself reads are ASCII.
+        for raw_name, raw_value in self.decoder.decode(block, raw=True):
+            name, value = bytes(raw_name).decode("latin-1"), bytes(raw_value).decode("latin-1")
             if name in headers:
                 headers[name] += "," + value
             else:
@@ -582,7 +587,11 @@ class GrpcConnection(asyncio.Protocol):
                 self._answer(stream, out)
                 return
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self.services.executor, method.body, message, timeout)
+        try:
+            future = loop.run_in_executor(self.services.executor, method.body, message, timeout)
+        except RuntimeError:  # the pool is shut down: the server is stopping
+            self._answer_error(stream, Code.UNAVAILABLE, "The server is shutting down")
+            return
         future.add_done_callback(lambda f: self._pool_done(stream, f))
 
     def _pool_done(self, stream: _Stream, future: asyncio.Future[bytes]) -> None:
