@@ -16,7 +16,10 @@ All servers run at once and the systems are interleaved: `--rounds` rounds per c
 system a 1 s warm-up then `--duration` seconds of closed-loop load per round; the median round is
 shown (this machine is shared, so single runs are noisy).
 
-    .venv/bin/python bench/grpc.py [--duration 3] [--rounds 3] [--concurrency 1,8,64]
+    .venv/bin/python bench/grpc.py [--duration 3] [--rounds 3] [--concurrency 1,8,64] [--grpcio]
+
+`--grpcio` adds a row for sigserve with `--grpc_transport=grpcio` (grpcio's server instead of
+sigserve's own HTTP/2 transport), to show what the transport alone is worth.
 """
 
 from __future__ import annotations
