@@ -400,6 +400,19 @@ def test_reset_stream_is_forgotten_and_the_connection_goes_on(raw: RawH2) -> Non
         ({"grpc-timeout": "1n"}, grpc_framed(predict_message()), 4, "Deadline"),
         ({"grpc-encoding": "snappy"}, grpc_framed(predict_message(), compressed=True), 12, "snappy"),
         ({"grpc-encoding": "gzip"}, grpc_framed(b"not gzip", compressed=True), 13, "decompress"),
+        (
+            {"grpc-encoding": "gzip"},
+            grpc_framed(gzip.compress(predict_message())[:-9], compressed=True),
+            13,
+            "truncated",
+        ),
+        # 8 KB that would inflate to 32 MB: stopped at the limit, not inflated.
+        (
+            {"grpc-encoding": "gzip"},
+            grpc_framed(gzip.compress(bytes(16 * MAX_RECEIVE)), compressed=True),
+            8,
+            "max",
+        ),
         ({}, grpc_framed(predict_message())[:-1], 13, "one request message"),
         ({}, grpc_framed(predict_message()) * 2, 13, "one request message"),
         ({}, b"", 13, "got none"),

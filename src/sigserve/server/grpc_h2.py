@@ -622,25 +622,35 @@ class GrpcConnection(asyncio.Protocol):
             raise SigserveError(Code.INTERNAL, "Expected exactly one request message")
         message = body[5:] if len(body) > 5 else b""
         if compressed:
-            encoding = stream.headers.get("grpc-encoding", "identity")
-            try:
-                if encoding == "gzip":
-                    message = zlib.decompress(message, 31)
-                elif encoding == "deflate":
-                    message = zlib.decompress(message)
-                else:
-                    raise SigserveError(
-                        Code.UNIMPLEMENTED,
-                        f"Compression algorithm '{encoding}' is not supported; use gzip, deflate or none",
-                    )
-            except zlib.error as e:
-                raise SigserveError(Code.INTERNAL, f"Could not decompress the request message: {e}") from None
+            message = self._decompress(message, stream.headers.get("grpc-encoding", "identity"))
         if len(message) > self.services.max_receive:
             raise SigserveError(
                 Code.RESOURCE_EXHAUSTED,
                 f"Received message larger than max ({len(message)} vs. {self.services.max_receive})",
             )
         return message
+
+    def _decompress(self, message: bytes, encoding: str) -> bytes:
+        """A gzip/deflate request message, inflated no further than the receive limit: a few KB
+        that inflate to gigabytes must not be inflated at all."""
+        if encoding not in ("gzip", "deflate"):
+            raise SigserveError(
+                Code.UNIMPLEMENTED,
+                f"Compression algorithm '{encoding}' is not supported; use gzip, deflate or none",
+            )
+        limit = self.services.max_receive
+        inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
+        try:
+            out = inflater.decompress(message, limit + 1)
+        except zlib.error as e:
+            raise SigserveError(Code.INTERNAL, f"Could not decompress the request message: {e}") from None
+        if len(out) > limit:
+            raise SigserveError(
+                Code.RESOURCE_EXHAUSTED, f"Received message larger than max (more than {limit} vs. {limit})"
+            )
+        if not inflater.eof:
+            raise SigserveError(Code.INTERNAL, "Could not decompress the request message: it is truncated")
+        return out
 
     # -- grpc.health.v1 --------------------------------------------------------------------------
 
