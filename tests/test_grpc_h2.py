@@ -64,8 +64,13 @@ def test_grpc_timeout_units(value: int, unit: str) -> None:
 
 @given(st.text(max_size=12))
 def test_malformed_grpc_timeouts_read_as_none(text: str) -> None:
-    valid = 2 <= len(text) <= 9 and text[:-1].isdigit() and text[-1] in "HMSmun"
-    assert (grpc_h2.parse_timeout(text) is None) != valid or not text[:-1].isascii()
+    digits = text[:-1]
+    valid = 2 <= len(text) <= 9 and digits.isascii() and digits.isdigit() and text[-1] in "HMSmun"
+    assert (grpc_h2.parse_timeout(text) is None) != valid
+
+
+def test_a_non_ascii_digit_in_grpc_timeout_is_ignored() -> None:
+    assert grpc_h2.parse_timeout("\u00b2S") is None  # "²".isdigit() is True, int("²") fails
 
 
 header_lists = st.lists(
@@ -124,6 +129,24 @@ def test_a_host_name_is_bound_on_each_of_its_addresses() -> None:
     finally:
         for sock in sockets:
             sock.close()
+
+
+def test_grpcio_unlimited_channel_arguments_mean_the_defaults() -> None:
+    import concurrent.futures
+
+    arguments = {
+        "grpc.max_receive_message_length": -1,
+        "grpc.max_send_message_length": -1,
+        "grpc.max_concurrent_streams": 0,
+    }
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        server = grpc_h2.create(
+            {}, pool, ["127.0.0.1:0"], tls=None, channel_arguments=arguments, health_names=None
+        )
+        for _, sock in server.sockets:
+            sock.close()
+    assert server.services.max_receive == server.services.max_send == 2**31 - 1
+    assert server.services.max_concurrent_streams == grpc_h2.DEFAULT_MAX_CONCURRENT_STREAMS
 
 
 def test_tls_context_offers_h2_and_verifies_clients_when_asked() -> None:
@@ -355,6 +378,33 @@ def test_a_large_answer_in_a_wide_window_arrives_whole(server: ServerProcess) ->
         client.close()
 
 
+def test_a_repeated_end_of_request_is_ignored(server: ServerProcess) -> None:
+    # The answer waits for window (0) while the client ends the request a second time.
+    client = RawH2(server.grpc_port, settings=struct.pack(">HI", grpc_h2.S_INITIAL_WINDOW_SIZE, 0))
+    try:
+        block = client.headers_block()
+        client.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 1, block))
+        client.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, 1, grpc_framed(predict_message(3.0))))
+        client.send(
+            frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS | grpc_h2.END_STREAM, 1, client.headers_block())
+        )
+        client.send(frame(grpc_h2.WINDOW_UPDATE, 0, 1, struct.pack(">I", 1 << 20)))
+        kinds = []
+        while True:
+            got = client.read_frame()
+            assert got is not None
+            kind, flags, sid, payload = got
+            if sid == 1:
+                kinds.append(kind)
+                if kind == grpc_h2.HEADERS:
+                    client.decoder.decode(payload)
+                if flags & grpc_h2.END_STREAM:
+                    break
+        assert kinds == [grpc_h2.HEADERS, grpc_h2.DATA, grpc_h2.HEADERS]
+    finally:
+        client.close()
+
+
 def test_ping_is_answered_with_its_payload(raw: RawH2) -> None:
     raw.send(frame(grpc_h2.PING, 0, 0, b"12345678"))
     while True:
@@ -481,6 +531,86 @@ def test_hostile_frames_never_take_the_server_down(server: ServerProcess, frames
         assert decoded_predict(client.response(1)[1]) == 2.5
     finally:
         client.close()
+
+
+def test_streams_past_the_limit_are_refused(raw: RawH2) -> None:
+    # The default limit (1000) is advertised and enforced: open streams that never end, then one more.
+    limit = grpc_h2.DEFAULT_MAX_CONCURRENT_STREAMS
+    block = raw.headers_block()
+    raw.send(
+        b"".join(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 2 * i + 1, block) for i in range(limit + 1))
+    )
+    refused = 2 * limit + 1
+    while True:
+        got = raw.read_frame()
+        assert got is not None
+        if got[0] == grpc_h2.SETTINGS and not got[1] & grpc_h2.ACK:
+            settings = {
+                struct.unpack_from(">H", got[3], i)[0]: struct.unpack_from(">I", got[3], i + 2)[0]
+                for i in range(0, len(got[3]), 6)
+            }
+            assert settings[grpc_h2.S_MAX_CONCURRENT_STREAMS] == limit
+        if got[0] == grpc_h2.RST_STREAM:
+            assert got[2] == refused and struct.unpack(">I", got[3])[0] == grpc_h2.REFUSED_STREAM
+            break
+    # Resetting the open ones frees the connection for new calls.
+    raw.send(
+        b"".join(
+            frame(grpc_h2.RST_STREAM, 0, 2 * i + 1, struct.pack(">I", grpc_h2.CANCEL)) for i in range(limit)
+        )
+    )
+    sid = refused + 2
+    raw.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, sid, block))
+    raw.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, sid, grpc_framed(predict_message(1.0))))
+    assert decoded_predict(raw.response(sid)[1]) == 2.5
+
+
+def test_reset_calls_still_running_count_against_the_stream_limit(tmp_path: pathlib.Path) -> None:
+    """Rapid reset: a call reset while TensorFlow runs it keeps its place until it ends, so opening
+    and resetting streams cannot queue unbounded work; a reset call still queued never runs."""
+    spin = export_spin_model(tmp_path / "models")
+    proc = start_server(
+        tmp_path / "models.config",
+        [("spin", spin, {})],
+        ["--grpc_max_threads=1", "--grpc_channel_arguments=grpc.max_concurrent_streams=2"],
+    )
+    client = RawH2(proc.grpc_port)
+    try:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "spin"
+        request.inputs["n"].CopyFrom(tensor.from_ndarray(np.asarray(10**13, np.int64)))
+        long_call = grpc_framed(request.SerializeToString())
+        block = client.headers_block(**{"grpc-timeout": "3S"})
+        for sid in (1, 3):  # one runs (for 3 s, its deadline), one waits for the only worker
+            client.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, sid, block))
+            client.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, sid, long_call))
+        time.sleep(0.5)
+        client.send(frame(grpc_h2.RST_STREAM, 0, 1, struct.pack(">I", grpc_h2.CANCEL)))
+        client.send(frame(grpc_h2.RST_STREAM, 0, 3, struct.pack(">I", grpc_h2.CANCEL)))
+        started = time.monotonic()
+        # The running call holds one of the two places: one new stream is taken, a second refused.
+        client.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 5, block))
+        client.send(frame(grpc_h2.HEADERS, grpc_h2.END_HEADERS, 7, block))
+        while True:
+            got = client.read_frame()
+            assert got is not None
+            if got[0] == grpc_h2.RST_STREAM:
+                assert got[2] == 7 and struct.unpack(">I", got[3])[0] == grpc_h2.REFUSED_STREAM
+                break
+        # Stream 5's short call waits for the worker that the orphan holds, then runs at once: the
+        # reset call that was queued (stream 3) never ran.
+        short = predict_pb2.PredictRequest()
+        short.model_spec.name = "spin"
+        short.inputs["n"].CopyFrom(tensor.from_ndarray(np.asarray(10, np.int64)))
+        client.send(frame(grpc_h2.DATA, grpc_h2.END_STREAM, 5, grpc_framed(short.SerializeToString())))
+        trailers = client.response(5)[2]
+        waited = time.monotonic() - started
+        assert trailers["grpc-status"] == "0", trailers
+        assert 1.0 < waited < 5.0, waited
+    finally:
+        client.close()
+        proc.stop()
+        proc.cleanup()
 
 
 # -- with grpcio clients ---------------------------------------------------------------------------

@@ -63,9 +63,14 @@ DEFAULT_FRAME = 16_384
 OUR_MAX_FRAME = 1 << 20
 # Replenish the connection's receive window once this much of it is used.
 WINDOW_REFILL = 1 << 28
-MAX_HEADER_LIST = 1 << 20
+# gRPC's own clients send at most 16 KiB of metadata (C-core's hard limit).
+MAX_HEADER_LIST = 64 << 10
 HEADER_CACHE_ENTRIES = 512
-MAX_PENDING_STREAMS = 1 << 16
+HEADER_CACHE_MAX_BLOCK = 4 << 10  # larger blocks are decoded each time, never kept
+# Streams one connection may have open, counting calls still running in the pool for streams the
+# peer has reset: without that, opening and resetting streams queues unbounded work (the "rapid
+# reset" attack). grpc.max_concurrent_streams in --grpc_channel_arguments replaces it.
+DEFAULT_MAX_CONCURRENT_STREAMS = 1000
 # Answers buffered for a peer before we stop reading its requests (pause_writing).
 WRITE_BUFFER_HIGH = 4 << 20
 
@@ -129,7 +134,8 @@ _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1
 
 def parse_timeout(value: str) -> float | None:
     """`grpc-timeout` (1-8 digits and a unit) in seconds; None if malformed, as if absent."""
-    if 2 <= len(value) <= 9 and value[:-1].isdigit() and value[-1] in _TIMEOUT_UNITS:
+    digits = value[:-1]
+    if 2 <= len(value) <= 9 and digits.isascii() and digits.isdigit() and value[-1] in _TIMEOUT_UNITS:
         return int(value[:-1]) * _TIMEOUT_UNITS[value[-1]]
     return None
 
@@ -201,6 +207,7 @@ class _Stream:
     """One request stream: headers, request bytes as they arrive, and what is left to send."""
 
     __slots__ = (
+        "call",
         "chunks",
         "closed",
         "headers",
@@ -228,6 +235,7 @@ class _Stream:
         self.closed = False  # answered in full, or reset
         self.started = time.monotonic()
         self.watch: asyncio.Task[None] | None = None
+        self.call: concurrent.futures.Future[bytes] | None = None  # its pool call, queued or running
 
 
 class Services:
@@ -240,7 +248,7 @@ class Services:
         *,
         max_receive: int,
         max_send: int,
-        max_concurrent_streams: int | None,
+        max_concurrent_streams: int,
         health: dict[str, int] | None,
     ) -> None:
         self.methods = methods
@@ -274,6 +282,7 @@ class GrpcConnection(asyncio.Protocol):
         self.unacked = 0
         self.going_away = False
         self.closed = False
+        self.orphans = 0  # pool calls still running for streams that are gone
         self.out: list[bytes] = []  # frames to write at the end of this read
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
@@ -288,8 +297,7 @@ class GrpcConnection(asyncio.Protocol):
         )
         settings += struct.pack(">HI", S_MAX_FRAME_SIZE, OUR_MAX_FRAME)
         settings += struct.pack(">HI", S_MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST)
-        if self.services.max_concurrent_streams is not None:
-            settings += struct.pack(">HI", S_MAX_CONCURRENT_STREAMS, self.services.max_concurrent_streams)
+        settings += struct.pack(">HI", S_MAX_CONCURRENT_STREAMS, self.services.max_concurrent_streams)
         transport.write(
             _frame(SETTINGS, 0, 0, settings)
             + _frame(WINDOW_UPDATE, 0, 0, (MAX_WINDOW - DEFAULT_WINDOW).to_bytes(4, "big"))
@@ -438,7 +446,7 @@ class GrpcConnection(asyncio.Protocol):
                 headers[name] += "," + value
             else:
                 headers[name] = value
-        if _table_neutral(block):
+        if len(block) <= HEADER_CACHE_MAX_BLOCK and _table_neutral(block):
             if len(self.header_cache) >= HEADER_CACHE_ENTRIES:
                 self.header_cache.clear()
             self.header_cache[block] = headers
@@ -450,7 +458,7 @@ class GrpcConnection(asyncio.Protocol):
         headers = self._decode(block)  # always, to keep the HPACK table in step
         stream = self.streams.get(stream_id)
         if stream is not None:  # trailers from the client: the request ends
-            if flags & END_STREAM:
+            if flags & END_STREAM and not stream.received_all:
                 self._end_of_request(stream)
             return
         if stream_id <= self.last_stream_id:
@@ -459,7 +467,7 @@ class GrpcConnection(asyncio.Protocol):
         if self.going_away:
             self.out.append(_frame(RST_STREAM, 0, stream_id, REFUSED_STREAM.to_bytes(4, "big")))
             return
-        if len(self.streams) >= MAX_PENDING_STREAMS:
+        if len(self.streams) + self.orphans >= self.services.max_concurrent_streams:
             self.out.append(_frame(RST_STREAM, 0, stream_id, REFUSED_STREAM.to_bytes(4, "big")))
             return
         stream = _Stream(stream_id, self.peer_initial_window)
@@ -501,6 +509,7 @@ class GrpcConnection(asyncio.Protocol):
             return
         if len(payload) % 6:
             raise ConnectionError_(FRAME_SIZE_ERROR, "SETTINGS length")
+        wider = False
         for offset in range(0, len(payload), 6):
             key, value = struct.unpack_from(">HI", payload, offset)
             if key == S_INITIAL_WINDOW_SIZE:
@@ -508,24 +517,31 @@ class GrpcConnection(asyncio.Protocol):
                     raise ConnectionError_(FLOW_CONTROL_ERROR, "initial window too large")
                 delta = value - self.peer_initial_window
                 self.peer_initial_window = value
-                for stream in self.streams.values():
-                    stream.send_window += delta
+                if delta:
+                    for stream in self.streams.values():
+                        stream.send_window += delta
+                wider = wider or delta > 0
             elif key == S_MAX_FRAME_SIZE:
                 if not DEFAULT_FRAME <= value <= 2**24 - 1:
                     raise ConnectionError_(PROTOCOL_ERROR, "max frame size out of range")
                 self.peer_max_frame = value
         self.out.append(_frame(SETTINGS, ACK, 0))
-        self._send_blocked()
+        if wider:
+            self._send_blocked()
 
     def _window_update(self, stream_id: int, payload: bytes) -> None:
         if len(payload) != 4:
             raise ConnectionError_(FRAME_SIZE_ERROR, "WINDOW_UPDATE length")
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        if increment == 0:
+            raise ConnectionError_(PROTOCOL_ERROR, "WINDOW_UPDATE with a zero increment")
         if stream_id == 0:
+            was = self.send_window
             self.send_window += increment
             if self.send_window > MAX_WINDOW:
                 raise ConnectionError_(FLOW_CONTROL_ERROR, "connection window overflow")
-            self._send_blocked()
+            if was <= 0:  # only then can a stream be waiting for the connection's window
+                self._send_blocked()
             return
         stream = self.streams.get(stream_id)
         if stream is not None:
@@ -588,16 +604,28 @@ class GrpcConnection(asyncio.Protocol):
                 return
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self.services.executor, method.body, message, timeout)
+            future = self.services.executor.submit(method.body, message, timeout)
         except RuntimeError:  # the pool is shut down: the server is stopping
             self._answer_error(stream, Code.UNAVAILABLE, "The server is shutting down")
             return
-        future.add_done_callback(lambda f: self._pool_done(stream, f))
+        stream.call = future
 
-    def _pool_done(self, stream: _Stream, future: asyncio.Future[bytes]) -> None:
-        if stream.closed or self.closed:
-            if not future.cancelled():
+        def done(f: concurrent.futures.Future[bytes]) -> None:  # in the worker thread
+            try:
+                loop.call_soon_threadsafe(self._pool_done, stream, f)
+            except RuntimeError:  # the loop is closed: the server has stopped
+                pass
+
+        future.add_done_callback(done)
+
+    def _pool_done(self, stream: _Stream, future: concurrent.futures.Future[bytes]) -> None:
+        if stream.call is None:  # the stream went first
+            if not future.cancelled():  # an orphan (see _forget)
+                self.orphans -= 1
                 future.exception()  # retrieved: the caller is gone
+            return
+        stream.call = None
+        if stream.closed or self.closed:
             return
         if future.cancelled():
             self._answer_error(stream, Code.CANCELLED, "Cancelled")
@@ -684,9 +712,11 @@ class GrpcConnection(asyncio.Protocol):
 
     def _end_watch(self, stream: _Stream) -> None:
         if not stream.closed and not self.closed:
-            self._queue_data(
-                stream, b"", status_block(int(Code.UNAVAILABLE), "server stopping", trailers_only=False)
-            )
+            ending = status_block(int(Code.UNAVAILABLE), "The server is shutting down", trailers_only=False)
+            if stream.pending is not None:  # its message still waits for window: trailers after it
+                stream.pending_end = ending
+            else:
+                self._queue_data(stream, b"", ending)
             self._flush()
 
     # -- writing answers -------------------------------------------------------------------------
@@ -797,6 +827,12 @@ class GrpcConnection(asyncio.Protocol):
             self.server.stream_done()
         if stream.watch is not None and not stream.watch.done():
             stream.watch.cancel()
+        call, stream.call = stream.call, None
+        if call is not None and not call.cancel():
+            # Still queued, it was cancelled and never runs. Running (TensorFlow cannot be
+            # interrupted) or done but not yet seen by _pool_done: it counts against this
+            # connection's streams until _pool_done takes it off.
+            self.orphans += 1
 
     def _close_if_idle(self) -> None:
         if self.going_away and not self.streams and self.transport is not None:
@@ -811,6 +847,13 @@ class GrpcConnection(asyncio.Protocol):
         else:
             self.out.clear()
 
+    def _close_soon(self) -> None:
+        """Close, and drop the connection a second later if the peer has not read what is left
+        (close() alone waits for the write buffer to drain)."""
+        if self.transport is not None:
+            self.transport.close()
+            asyncio.get_running_loop().call_later(1.0, self.transport.abort)
+
     def _fail(self, code: int, message: str) -> None:
         logger.info("Closing a gRPC connection: %s", message)
         self.out.append(
@@ -818,8 +861,7 @@ class GrpcConnection(asyncio.Protocol):
         )
         self._flush()
         self.closed = True
-        if self.transport is not None:
-            self.transport.close()
+        self._close_soon()
 
     # -- shutdown --------------------------------------------------------------------------------
 
@@ -841,8 +883,7 @@ class GrpcConnection(asyncio.Protocol):
             else:
                 self._answer_error(stream, Code.UNAVAILABLE, "The server is shutting down")
         self._flush()
-        if self.transport is not None:
-            self.transport.close()
+        self._close_soon()
 
 
 # -- the server ------------------------------------------------------------------------------------
@@ -1063,16 +1104,17 @@ def create(
     channel_arguments: dict[str, Any],
     health_names: list[str] | None,
 ) -> GrpcH2Server:
+    def limit(key: str, default: int) -> int:
+        """A channel argument as a limit; grpcio reads -1 (any value < 1 for streams) as none."""
+        value = int(channel_arguments.get(key, default))
+        return min(value, MAX_WINDOW) if value > 0 else default
+
     services = Services(
         methods,
         executor,
-        max_receive=int(channel_arguments.get("grpc.max_receive_message_length", MAX_WINDOW)),
-        max_send=int(channel_arguments.get("grpc.max_send_message_length", MAX_WINDOW)),
-        max_concurrent_streams=(
-            int(channel_arguments["grpc.max_concurrent_streams"])
-            if "grpc.max_concurrent_streams" in channel_arguments
-            else None
-        ),
+        max_receive=limit("grpc.max_receive_message_length", MAX_WINDOW),
+        max_send=limit("grpc.max_send_message_length", MAX_WINDOW),
+        max_concurrent_streams=limit("grpc.max_concurrent_streams", DEFAULT_MAX_CONCURRENT_STREAMS),
         health=health_statuses(health_names) if health_names is not None else None,
     )
     sockets: list[tuple[str, socket.socket]] = []
