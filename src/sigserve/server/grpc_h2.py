@@ -1037,13 +1037,6 @@ class GrpcH2Server:
                 except OSError:
                     pass
 
-    async def wait_for_termination(self, timeout: float | None = None) -> bool:
-        try:
-            await asyncio.wait_for(self.stopped.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
-
 
 # grpc.health.v1: HealthCheckRequest {string service = 1}, HealthCheckResponse {ServingStatus status
 # = 1}. Two one-field messages, coded here so that the health service needs no extra package.

@@ -20,12 +20,11 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from sigserve.errors import Code, invalid_argument, unavailable
+from sigserve.errors import invalid_argument, unavailable
 from sigserve.protos import MODEL_SERVICE, PREDICTION_SERVICE
 from sigserve.server.grpc_handlers import PredictionServices
 from sigserve.server.grpc_methods import Method, method_table, rpc_status
@@ -40,7 +39,7 @@ INT32_MAX = 2**31 - 1
 _STATUS_BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def grpc_status(code: Code) -> grpc.StatusCode:
+def grpc_status(code: int) -> grpc.StatusCode:
     return _STATUS_BY_NUMBER.get(int(code), grpc.StatusCode.UNKNOWN)
 
 
@@ -180,8 +179,6 @@ def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredent
 
 # -- grpcio's server (--grpc_transport=grpcio) -------------------------------------------------------
 
-Handler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
-
 
 def _grpcio_handler(method: Method, executor: concurrent.futures.Executor) -> grpc.RpcMethodHandler:
     """A grpc.aio handler running `method`: inline on the loop if it accepts, else in `executor`."""
@@ -196,7 +193,7 @@ def _grpcio_handler(method: Method, executor: concurrent.futures.Executor) -> gr
             return await asyncio.get_running_loop().run_in_executor(executor, method.body, data, timeout)
         except Exception as e:
             code, message = rpc_status(e)
-            await context.abort(_STATUS_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), message)
+            await context.abort(grpc_status(code), message)
         raise AssertionError("unreachable: context.abort raises")
 
     # No (de)serializers: the handler takes and returns the wire bytes.
@@ -266,9 +263,6 @@ class GrpcServer:
         await self.server.stop(grace)
         # A cancelled RPC's TensorFlow call cannot be interrupted; its worker finishes on its own.
         self.executor.shutdown(wait=False, cancel_futures=True)
-
-    async def wait_for_termination(self, timeout: float | None = None) -> bool:
-        return bool(await self.server.wait_for_termination(timeout))
 
 
 NATIVE_CHANNEL_ARGUMENTS = frozenset(
