@@ -592,9 +592,10 @@ class GrpcConnection(asyncio.Protocol):
             if timeout <= 0:
                 self._answer_error(stream, Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
                 return
+        ctx = method.context(timeout, headers)
         if method.inline is not None:
             try:
-                out = method.inline(message, timeout)
+                out = method.inline(message, ctx)
             except Exception as e:
                 code, text = rpc_status(e)
                 self._answer_error(stream, code, text)
@@ -604,7 +605,7 @@ class GrpcConnection(asyncio.Protocol):
                 return
         loop = asyncio.get_running_loop()
         try:
-            future = self.services.executor.submit(method.body, message, timeout)
+            future = self.services.executor.submit(method.body, message, ctx)
         except RuntimeError:  # the pool is shut down: the server is stopping
             self._answer_error(stream, Code.UNAVAILABLE, "The server is shutting down")
             return

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
 from typing import Any
 
 import grpc
@@ -28,8 +27,8 @@ from sigserve.errors import invalid_argument, unavailable
 from sigserve.protos import MODEL_SERVICE, PREDICTION_SERVICE
 from sigserve.server.grpc_handlers import PredictionServices
 from sigserve.server.grpc_methods import Method, method_table, rpc_status
-from sigserve.server.metrics import Metrics
-from sigserve.server.options import ServerOptions
+from sigserve.server.options import ServerOptions, worker_threads
+from sigserve.service import PredictionService
 
 logger = logging.getLogger("sigserve.grpc")
 
@@ -45,13 +44,7 @@ def grpc_status(code: int) -> grpc.StatusCode:
 
 def num_grpc_threads(options: ServerOptions) -> int:
     """`--grpc_max_threads`; 0 means TF Serving's default of 4 x schedulable CPUs."""
-    if options.grpc_max_threads > 0:
-        return options.grpc_max_threads
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return 4 * max(1, cpus)
+    return worker_threads(options.grpc_max_threads)
 
 
 # -- transport configuration -----------------------------------------------------------------------
@@ -184,13 +177,13 @@ def _grpcio_handler(method: Method, executor: concurrent.futures.Executor) -> gr
     """A grpc.aio handler running `method`: inline on the loop if it accepts, else in `executor`."""
 
     async def handler(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        timeout = _timeout(context)
+        ctx = method.context(_timeout(context), _metadata(context))
         try:
             if method.inline is not None:
-                out = method.inline(data, timeout)
+                out = method.inline(data, ctx)
                 if out is not None:
                     return out
-            return await asyncio.get_running_loop().run_in_executor(executor, method.body, data, timeout)
+            return await asyncio.get_running_loop().run_in_executor(executor, method.body, data, ctx)
         except Exception as e:
             code, message = rpc_status(e)
             await context.abort(grpc_status(code), message)
@@ -208,14 +201,19 @@ def _timeout(context: grpc.aio.ServicerContext) -> float | None:
     return max(float(remaining), 0.0)
 
 
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The call's metadata by lower-case name (the last value of a repeated key wins)."""
+    return {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+
+
 def service_handlers(
-    services: PredictionServices, metrics: Metrics, executor: concurrent.futures.Executor
+    services: PredictionServices, executor: concurrent.futures.Executor
 ) -> list[grpc.GenericRpcHandler]:
     return [
         grpc.method_handlers_generic_handler(
             service, {name: _grpcio_handler(method, executor) for name, method in methods.items()}
         )
-        for service, methods in method_table(services, metrics).items()
+        for service, methods in method_table(services).items()
     ]
 
 
@@ -276,8 +274,8 @@ NATIVE_CHANNEL_ARGUMENTS = frozenset(
 HEALTH_SERVICE_NAMES = ["", "ModelService", "PredictionService", MODEL_SERVICE, PREDICTION_SERVICE]
 
 
-def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> Any:
-    """The gRPC front end for `core` (a `sigserve.manager.ServerCore`): bound, not started.
+def create_server(service: PredictionService, options: ServerOptions) -> Any:
+    """The gRPC front end for `service`: bound, not started.
 
     `--grpc_transport=native` (the default) serves with `grpc_h2`, `grpcio` with grpcio's server.
     Raises `SigserveError` for a bad `--ssl_config_file` / `--grpc_channel_arguments` /
@@ -296,7 +294,7 @@ def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> Any:
         )
     channel_options = server_channel_options(options)
     services = PredictionServices(
-        core, metrics, tensor_content=bool(options.enable_serialization_as_tensor_content)
+        service, tensor_content=bool(options.enable_serialization_as_tensor_content)
     )
     health = bool(options.enable_grpc_healthcheck_service)
     if options.grpc_transport == "native":
@@ -311,8 +309,8 @@ def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> Any:
                 ",".join(ignored),
             )
         methods = {
-            f"/{service}/{name}": method
-            for service, table in method_table(services, metrics).items()
+            f"/{service_name}/{name}": method
+            for service_name, table in method_table(services).items()
             for name, method in table.items()
         }
         executor = _executor(options)
@@ -331,7 +329,7 @@ def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> Any:
     credentials = server_credentials(options)
     executor = _executor(options)
     server = grpc.aio.server(
-        handlers=service_handlers(services, metrics, executor),
+        handlers=service_handlers(services, executor),
         options=channel_options,
     )
     try:
