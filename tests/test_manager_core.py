@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from sigserve.errors import Code, SigserveError
-from sigserve.manager import LoadRequest, ServableState, ServerCore
+from sigserve.manager import LoadRequest, ManualClock, ServableState, ServerCore
 from sigserve.manager import config as manager_config
+from sigserve.manager.lifecycle import servable_id
 from sigserve.protos import model_server_config_pb2
 
 runtime = pytest.importorskip("sigserve.runtime")
@@ -29,6 +30,12 @@ S = ServableState
 TWO_VERSIONS = "saved_model_half_plus_two_2_versions"
 POLL = 0.05  # seconds: short, so that each change is picked up quickly
 FAST = {"file_system_poll_wait_seconds": POLL, "max_num_load_retries": 0}
+POLL_WAIT = "poll"  # the ManualClock reason of the manager thread's wait for its next poll
+
+
+def retry_wait(name: str, version: int) -> str:
+    """The ManualClock reason of a load that failed and waits to be retried."""
+    return f"retry {servable_id(name, version)}"
 
 
 # -- helpers (the other test_manager_* files use them too) -------------------------------------------
@@ -142,6 +149,31 @@ def wait_until(predicate: Any, timeout: float = 60, what: str = "") -> None:
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
         time.sleep(0.01)
+
+
+class Attempts:
+    """The production loader, recording each attempt's outcome per version ("ok" or the error)."""
+
+    def __init__(self) -> None:
+        self.outcomes: dict[int, list[str]] = {}
+        self.cond = threading.Condition()
+
+    def __call__(self, request: LoadRequest) -> Any:
+        try:
+            servable = load(request)
+            outcome = "ok"
+            return servable
+        except Exception as e:
+            outcome = e.to_string() if isinstance(e, SigserveError) else repr(e)
+            raise
+        finally:
+            with self.cond:
+                self.outcomes.setdefault(request.version, []).append(outcome)
+                self.cond.notify_all()
+
+    def of(self, version: int) -> list[str]:
+        with self.cond:
+            return list(self.outcomes.get(version, []))
 
 
 def raises(call: Any, *args: Any, **kwargs: Any) -> SigserveError:
@@ -491,30 +523,41 @@ def test_a_version_still_being_copied_is_retried_and_never_served_half_written(
 ) -> None:
     base = tmp_path / "m"
     put_version(base, 1, versions_src[1])
+    clock = ManualClock()
+    retry = 1.0  # seconds on the manual clock
+    attempts = Attempts()
     options = {
         "file_system_poll_wait_seconds": POLL,
         "max_num_load_retries": 1000,
-        "load_retry_interval_micros": 50_000,
+        "load_retry_interval_micros": int(retry * 1e6),
     }
-    with running(model_config(("m", base)), **options) as (core, events):
+    with running(model_config(("m", base)), clock=clock, loader=attempts, **options) as (core, events):
         # A copy in progress, in place: variables first, saved_model.pb not yet there.
         target = base / "2"
         target.mkdir()
         shutil.copytree(versions_src[2] / "variables", target / "variables")
+        clock.advance(POLL)
         events.wait("m", 2, S.LOADING)
-        time.sleep(0.3)  # several attempts fail
+        for tries in (1, 2):
+            clock.wait_for_sleeper(retry_wait("m", 2))
+            assert len(attempts.of(2)) == tries and "ok" not in attempts.of(2)
+            if tries == 1:
+                clock.advance(retry)
         # Now saved_model.pb arrives, but only partly written.
         data = (versions_src[2] / "saved_model.pb").read_bytes()
         with open(target / "saved_model.pb", "wb") as f:
             f.write(data[: len(data) // 3])
             f.flush()
-            time.sleep(0.3)
-            assert events.find("m", 2, S.AVAILABLE) is None
-            assert events.find("m", 2, S.END) is None  # still retrying
+            clock.advance(retry)
+            clock.wait_for_sleeper(retry_wait("m", 2))  # the third attempt read the partial file
+            assert len(attempts.of(2)) == 3 and attempts.of(2)[-1] != "ok"
+            assert events.states("m", 2) == [("m", 2, S.START), ("m", 2, S.LOADING)]  # still retrying
             assert served_version(core, "m") == 1
             assert core.model_status("m", 2).model_version_status[0].state == S.LOADING
             f.write(data[len(data) // 3 :])
+        clock.advance(retry)
         events.wait("m", 2, S.AVAILABLE)
+        assert attempts.of(2)[-1] == "ok" and len(attempts.of(2)) == 4
         assert served_version(core, "m") == 2
         events.wait("m", 1, S.END)
 
@@ -574,14 +617,17 @@ def test_an_old_version_unloads_only_after_its_in_flight_requests(
 ) -> None:
     base = tmp_path / "m"
     put_version(base, 1, versions_src[1])
-    with running(model_config(("m", base)), **FAST) as (core, events):
+    clock = ManualClock()
+    with running(model_config(("m", base)), clock=clock, **FAST) as (core, events):
         with core.handle("m") as old:
             assert old.version == 1
             put_version(base, 2, versions_src[2])
+            clock.advance(POLL)
             events.wait("m", 1, S.UNLOADING)
             assert served_version(core, "m") == 2  # new requests already go to 2
-            time.sleep(0.2)
-            assert events.find("m", 1, S.END) is None  # 1 waits for this request
+            # The unload waits, with no deadline, for this request to finish.
+            clock.wait_for_sleeper(f"drain {servable_id('m', 1)}")
+            assert events.find("m", 1, S.END) is None
             assert old.predict({"x": np.float32([[3.0]])})["y"].tolist() == [[3.5]]
         events.wait("m", 1, S.END)
         assert events.states("m", 1)[-2:] == [("m", 1, S.UNLOADING), ("m", 1, S.END)]
@@ -591,14 +637,18 @@ def test_start_without_waiting_and_a_base_path_that_appears_later(
     tmp_path: pathlib.Path, versions_src: dict[int, pathlib.Path]
 ) -> None:
     base = tmp_path / "later"
-    with running(model_config(("m", base)), wait=False, **FAST) as (core, events):
-        time.sleep(0.2)
+    clock = ManualClock()
+    with running(model_config(("m", base)), wait=False, clock=clock, **FAST) as (core, events):
+        clock.wait_for_sleeper(POLL_WAIT)  # the first poll found no base path
         assert not core.ready()
         assert raises(core.model_status, "m").message == "Could not find any versions of model m"
         base.mkdir()
-        time.sleep(0.2)
+        clock.advance(POLL)
+        clock.wait_for_sleeper(POLL_WAIT)  # the next one found it empty
         assert not core.ready()
+        assert events.items == []
         put_version(base, 5, versions_src[1])
+        clock.advance(POLL)
         events.wait("m", 5, S.AVAILABLE)
         # The AVAILABLE callback can run a moment before ready() reads the new state.
         wait_until(core.ready, timeout=10, what="core.ready()")
@@ -607,7 +657,8 @@ def test_start_without_waiting_and_a_base_path_that_appears_later(
 
 def test_stop_interrupts_a_start_that_is_still_waiting(tmp_path: pathlib.Path) -> None:
     (tmp_path / "empty").mkdir()
-    core = ServerCore(model_config(("m", tmp_path / "empty")), loader=load, **FAST)
+    clock = ManualClock()
+    core = ServerCore(model_config(("m", tmp_path / "empty")), loader=load, clock=clock, **FAST)
     assert not core.ready()
     outcome: list[BaseException | None] = []
 
@@ -620,7 +671,8 @@ def test_stop_interrupts_a_start_that_is_still_waiting(tmp_path: pathlib.Path) -
 
     thread = threading.Thread(target=start)
     thread.start()
-    time.sleep(0.3)
+    clock.wait_for_sleeper(POLL_WAIT)  # the base path was listed: no version
+    clock.wait_for_sleeper("settle")
     assert outcome == []  # no version yet: start-up waits, as TF Serving does
     assert not core.ready()
     core.stop()
@@ -633,14 +685,19 @@ def test_poll_once(tmp_path: pathlib.Path, versions_src: dict[int, pathlib.Path]
     """file_system_poll_wait_seconds=0: the base path is listed once; later versions are not seen."""
     base = tmp_path / "m"
     put_version(base, 1, versions_src[1])
-    with running(model_config(("m", base)), file_system_poll_wait_seconds=0, max_num_load_retries=0) as (
-        core,
-        events,
-    ):
+    clock = ManualClock()
+    cfg = model_config(("m", base))
+    with running(cfg, file_system_poll_wait_seconds=0, max_num_load_retries=0, clock=clock) as (core, events):
         put_version(base, 2, versions_src[2])
-        time.sleep(0.5)
+        clock.advance(3600.0)
+        clock.wait_for_sleeper(POLL_WAIT)
+        assert clock.sleepers() == [(POLL_WAIT, None)]  # no next poll, ever
         assert served_version(core, "m") == 1
         assert events.find("m", 2, S.START) is None
+        # A reload lists the base path again.
+        core.reload_config(cfg)
+        events.wait("m", 2, S.AVAILABLE)
+        assert served_version(core, "m") == 2
 
 
 def test_a_version_waiting_to_retry_ends_as_soon_as_it_is_no_longer_wanted(
@@ -653,30 +710,29 @@ def test_a_version_waiting_to_retry_ends_as_soon_as_it_is_no_longer_wanted(
     other = tmp_path / "other"
     (other / "4").mkdir(parents=True)  # an empty version directory: every load fails
     cfg = model_config(("m", base), ("other", other))
+    clock = ManualClock()
+    began = clock.monotonic()
     slow_retries = {"file_system_poll_wait_seconds": POLL, "load_retry_interval_micros": 60_000_000}
-    with running(cfg, wait=False, **slow_retries) as (core, events):
+    with running(cfg, wait=False, clock=clock, **slow_retries) as (core, events):
         events.wait("m", 1, S.AVAILABLE)
-        events.wait("other", 4, S.LOADING)
+        clock.wait_for_sleeper(retry_wait("other", 4))
         (base / "2").mkdir()
-        events.wait("m", 2, S.LOADING)
-        time.sleep(0.3)  # the first attempts have failed; the next ones are a minute away
-        started = time.monotonic()
+        clock.advance(POLL)
+        clock.wait_for_sleeper(retry_wait("m", 2))  # the first attempt failed; the next is a minute away
         (base / "2").rmdir()
-        events.wait("m", 2, S.END, timeout=20)
-        assert time.monotonic() - started < 20
+        clock.advance(POLL)  # the next poll finds it gone
+        events.wait("m", 2, S.END)
         assert events.error("m", 2) is not None  # the last load error is kept
         assert served_version(core, "m") == 1
 
-        # The model whose only version keeps failing is dropped by a reload: the reload returns at once.
-        started = time.monotonic()
+        # The model whose only version keeps failing is dropped by a reload: the reload returns
+        # without the clock reaching its next retry.
         core.reload_config(model_config(("m", base)))
-        assert time.monotonic() - started < 20
         assert status_of(core, "other")[0][:2] == (4, "END")
         wait_until(core.ready, timeout=10, what="the background start-up to settle")
         # A version of m that keeps failing is still retrying when stop() is called.
         (base / "3").mkdir()
-        events.wait("m", 3, S.LOADING)
-        time.sleep(0.3)
-        started = time.monotonic()
-    assert time.monotonic() - started < 20  # stop() did not wait for the retry
-    assert events.states("m", 3)[-1] == ("m", 3, S.END)
+        clock.advance(POLL)
+        clock.wait_for_sleeper(retry_wait("m", 3))
+    assert events.states("m", 3)[-1] == ("m", 3, S.END)  # stop() did not wait for the retry
+    assert clock.monotonic() - began < 1.0  # no retry was ever due
