@@ -633,6 +633,29 @@ def test_an_old_version_unloads_only_after_its_in_flight_requests(
         assert events.states("m", 1)[-2:] == [("m", 1, S.UNLOADING), ("m", 1, S.END)]
 
 
+def test_a_version_that_comes_back_while_it_unloads_is_loaded_again_after_its_end(
+    tmp_path: pathlib.Path, versions_src: dict[int, pathlib.Path]
+) -> None:
+    base = tmp_path / "m"
+    put_version(base, 1, versions_src[1])
+    clock = ManualClock()
+    with running(model_config(("m", base)), clock=clock, **FAST) as (core, events):
+        with core.handle("m") as old:
+            put_version(base, 2, versions_src[2])
+            clock.advance(POLL)
+            clock.wait_for_sleeper(f"drain {servable_id('m', 1)}")
+            drop_version(base, 2)  # version 1 is the latest on disk again, while it drains
+            clock.advance(POLL)
+            clock.wait_for_sleeper(POLL_WAIT)
+            assert served_version(core, "m") == 2  # 2 serves until 1 is back
+            assert old.version == 1
+        events.wait("m", 2, S.END)
+        assert served_version(core, "m") == 1
+        cycle = [S.START, S.LOADING, S.AVAILABLE, S.UNLOADING, S.END]
+        assert events.states("m", 1) == [("m", 1, s) for s in cycle + cycle[:3]]
+        assert events.states("m", 2) == [("m", 2, s) for s in cycle]
+
+
 def test_start_without_waiting_and_a_base_path_that_appears_later(
     tmp_path: pathlib.Path, versions_src: dict[int, pathlib.Path]
 ) -> None:
