@@ -6,6 +6,7 @@ and reloads, corrupt and half-copied versions, the state transitions and the sta
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import pathlib
 import shutil
@@ -21,6 +22,7 @@ import pytest
 from sigserve.errors import Code, SigserveError
 from sigserve.manager import LoadRequest, ManualClock, ServableState, ServerCore
 from sigserve.manager import config as manager_config
+from sigserve.manager.core import SOURCE_PROBLEM_LOG_INTERVAL_SECONDS
 from sigserve.manager.lifecycle import servable_id
 from sigserve.protos import model_server_config_pb2
 
@@ -30,6 +32,7 @@ S = ServableState
 TWO_VERSIONS = "saved_model_half_plus_two_2_versions"
 POLL = 0.05  # seconds: short, so that each change is picked up quickly
 FAST = {"file_system_poll_wait_seconds": POLL, "max_num_load_retries": 0}
+FAIL_FAST_HINT = " (--fail_if_no_model_versions_found makes this fatal)"
 POLL_WAIT = "poll"  # the ManualClock reason of the manager thread's wait for its next poll
 
 
@@ -298,12 +301,17 @@ def test_latest_two_keeps_two_versions_as_new_ones_arrive(
         ]
 
 
-def test_spec_resolution_errors(tmp_path: pathlib.Path, versions_src: dict[int, pathlib.Path]) -> None:
+def test_spec_resolution_errors(
+    tmp_path: pathlib.Path, versions_src: dict[int, pathlib.Path], caplog: pytest.LogCaptureFixture
+) -> None:
     base = tmp_path / "m"
     put_version(base, 1, versions_src[1])
-    with running(model_config(("m", base), labels='version_labels { key: "stable" value: 1 }'), **FAST) as (
-        core,
-        _,
+    with (
+        caplog.at_level(logging.WARNING, logger="sigserve.manager"),
+        running(model_config(("m", base), labels='version_labels { key: "stable" value: 1 }'), **FAST) as (
+            core,
+            _,
+        ),
     ):
         cases = [
             (("nope",), {}, Code.NOT_FOUND, "Servable not found for request: Latest(nope)"),
@@ -328,6 +336,11 @@ def test_spec_resolution_errors(tmp_path: pathlib.Path, versions_src: dict[int, 
         assert served_version(core, "m", version=1, label="nope") == 1
         assert raises(core.model_status, "nope").message == "Could not find any versions of model nope"
         assert raises(core.model_status, "m", 5).message == "Could not find version 5 of model m"
+        # TF Serving's text goes back unchanged (clients and tests compare it); the log says what is
+        # served instead, once per unknown name.
+        handle_error(core, "nope")
+        hints = [r.getMessage() for r in caplog.records if "served models" in r.getMessage()]
+        assert hints == ["Servable not found for request: Latest(nope); served models: m"]
 
 
 # -- labels ----------------------------------------------------------------------------------------
@@ -657,25 +670,81 @@ def test_a_version_that_comes_back_while_it_unloads_is_loaded_again_after_its_en
 
 
 def test_start_without_waiting_and_a_base_path_that_appears_later(
-    tmp_path: pathlib.Path, versions_src: dict[int, pathlib.Path]
+    tmp_path: pathlib.Path, versions_src: dict[int, pathlib.Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     base = tmp_path / "later"
     clock = ManualClock()
-    with running(model_config(("m", base)), wait=False, clock=clock, **FAST) as (core, events):
+    missing = f"Could not find base path {base} for servable m with error NOT_FOUND: {base} not found"
+    expected = f"expected numbered version directories there, e.g. {base}/1/saved_model.pb"
+
+    def problems() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "base path" in r.getMessage()]
+
+    with (
+        caplog.at_level(logging.INFO, logger="sigserve.manager"),
+        running(model_config(("m", base)), wait=False, clock=clock, **FAST) as (core, events),
+    ):
         clock.wait_for_sleeper(POLL_WAIT)  # the first poll found no base path
         assert not core.ready()
-        assert raises(core.model_status, "m").message == "Could not find any versions of model m"
+        # The status says why after TF Serving's text; the log names the path and what belongs there.
+        assert raises(core.model_status, "m").message == f"Could not find any versions of model m; {missing}"
+        line = f"{missing}; {expected}; looking again every 0.05 s" + FAIL_FAST_HINT
+        assert problems() == [line]
+        # Not on every poll, but again every SOURCE_PROBLEM_LOG_INTERVAL_SECONDS while it lasts.
+        clock.advance(POLL)
+        clock.wait_for_sleeper(POLL_WAIT)
+        assert problems() == [line]
+        clock.advance(SOURCE_PROBLEM_LOG_INTERVAL_SECONDS)
+        clock.wait_for_sleeper(POLL_WAIT)
+        assert problems() == [line, line]
         base.mkdir()
         clock.advance(POLL)
         clock.wait_for_sleeper(POLL_WAIT)  # the next one found it empty
         assert not core.ready()
         assert events.items == []
+        assert problems()[-1].startswith(
+            f"No versions of servable m found under base path {base}. Did you forget to name your leaf "
+            f"directory as a number (eg. '/1/')?; {expected}"
+        )
         put_version(base, 5, versions_src[1])
         clock.advance(POLL)
         events.wait("m", 5, S.AVAILABLE)
         # The AVAILABLE callback can run a moment before ready() reads the new state.
         wait_until(core.ready, timeout=10, what="core.ready()")
         assert served_version(core, "m") == 5
+        assert problems()[-1] == f"Servable m: base path {base} holds versions again"
+
+
+def test_fail_if_no_model_versions_found(
+    tmp_path: pathlib.Path, versions_src: dict[int, pathlib.Path]
+) -> None:
+    """TF Serving's option: start-up (and a reload) fails at once instead of waiting for a version."""
+    missing, empty, good = tmp_path / "missing", tmp_path / "empty", tmp_path / "good"
+    empty.mkdir()
+    put_version(good, 1, versions_src[1])
+    fail_fast = {"fail_if_no_model_versions_found": True, **FAST}
+    for base, message in (
+        (
+            missing,
+            f"Could not find base path {missing} for servable m with error NOT_FOUND: {missing} not found",
+        ),
+        (
+            empty,
+            f"Unable to find a numerical version path for servable m at: {empty}; expected numbered "
+            f"version directories there, e.g. {empty}/1/saved_model.pb",
+        ),
+    ):
+        core = ServerCore(model_config(("m", base)), loader=load, **fail_fast)
+        try:
+            error = raises(core.start)
+        finally:
+            core.stop()
+        assert (error.code, error.message) == (Code.NOT_FOUND, message)
+    with running(model_config(("m", good)), **fail_fast) as (core, _):
+        assert served_version(core, "m") == 1
+        error = raises(core.reload_config, model_config(("m", good), ("other", empty)))
+        assert error.message.startswith("Unable to find a numerical version path for servable other at: ")
+        assert core.model_names() == ["m"]  # the reload did not happen
 
 
 def test_stop_interrupts_a_start_that_is_still_waiting(tmp_path: pathlib.Path) -> None:

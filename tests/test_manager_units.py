@@ -109,10 +109,15 @@ def test_uris() -> None:
         _config('name: "m" base_path: "file:///models/m" model_platform: "tensorflow"')
     )
     assert config.local_path(model.base_path) == "/models/m"
-    remote = error_of(
-        config.model_configs, _config('name: "m" base_path: "gs://bucket/m" model_platform: "tensorflow"')
+    (remote,) = config.model_configs(
+        _config('name: "m" base_path: "gs://bucket/m" model_platform: "tensorflow"')
     )
-    assert remote.code == Code.UNIMPLEMENTED and "gs://bucket/m" in remote.message
+    assert remote.base_path == "gs://bucket/m"  # read through gcsfs (sigserve[gcs])
+    unknown = error_of(
+        config.model_configs, _config('name: "m" base_path: "ftp://host/m" model_platform: "tensorflow"')
+    )
+    assert unknown.code == Code.INVALID_ARGUMENT
+    assert unknown.message.startswith("Unknown scheme 'ftp://' in ftp://host/m: sigserve reads local paths")
 
 
 def test_only_model_config_list() -> None:

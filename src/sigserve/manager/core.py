@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import threading
+import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
+from urllib.parse import quote
 
+from sigserve import storage
 from sigserve.errors import Code, SigserveError, not_found
 from sigserve.manager import config as config_module
 from sigserve.manager import labels as labels_module
@@ -26,6 +32,7 @@ from sigserve.manager import source, warmup
 from sigserve.manager.clock import Clock, SystemClock
 from sigserve.manager.lifecycle import (
     Loader,
+    LoadObserver,
     LoadRequest,
     ManagedServable,
     StateMonitor,
@@ -41,7 +48,10 @@ ModelServerConfig = model_server_config_pb2.ModelServerConfig
 ModelConfig = model_server_config_pb2.ModelConfig
 S = TypeVar("S", bound=ManagedServable)
 _Event = tuple[str, int, ServableState, "SigserveError | None"]
+_UNKNOWN_NAMES_LOGGED = 100  # names of unknown models logged with a hint, at most (hostile clients)
 _ERROR_BACKOFF = 1.0  # seconds the manager thread pauses after a bug, so it cannot spin
+# A base path that stays missing, empty or unreadable is logged again this often (manager clock).
+SOURCE_PROBLEM_LOG_INTERVAL_SECONDS = 30.0
 
 
 class _Version(Generic[S]):
@@ -56,6 +66,7 @@ class _Version(Generic[S]):
         "refs",
         "reported",
         "servable",
+        "staged",
         "state",
         "version",
     )
@@ -68,6 +79,7 @@ class _Version(Generic[S]):
         self.error: SigserveError | None = None
         self.aspired = True
         self.servable: S | None = None
+        self.staged = ""  # the local copy of a version on an object store, removed when it unloads
         self.refs = 0
         self.draining = False  # taken out of service to unload: END means unloaded, not failed
         # The last state subscribers and the status API have been told of: waiters return only once
@@ -89,16 +101,18 @@ class _Version(Generic[S]):
 class _Model(Generic[S]):
     """A configured model (or one removed from the config whose versions are still unloading)."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, source: source.VersionSource) -> None:
         self.name: str = config.name
         self.config = config
+        self.source = source
         self.configured = True
         self.polled = False
         self.versions: dict[int, _Version[S]] = {}
         self.serving: dict[int, _Version[S]] = {}
         self.latest: _Version[S] | None = None
         self.busy = False
-        self.last_poll_problem = ""
+        self.problem: SigserveError | None = None  # why the last poll found nothing to serve
+        self.problem_logged_at = 0.0
 
     def update_latest(self) -> None:
         self.latest = self.serving[max(self.serving)] if self.serving else None
@@ -150,6 +164,11 @@ class ServerCore(Generic[S]):
     `max_num_load_retries` times, `load_retry_interval_micros` apart, then the version ends in END with
     its error, and the versions already serving keep serving. `clock`: every wait the manager does
     (polls, retries, draining) is on it; tests pass a `clock.ManualClock`.
+
+    `fail_if_no_model_versions_found` (TF Serving's ServerCore option of that name): `start` and
+    `reload_config` fail when a model's base path is missing or holds no version, instead of waiting
+    for one. `model_cache_dir`: where versions on an object store are downloaded to (a directory per
+    process inside it, removed by `stop`). `load_observer` is told the download and load times.
     """
 
     def __init__(
@@ -164,8 +183,15 @@ class ServerCore(Generic[S]):
         num_request_iterations_for_warmup: int = 0,
         allow_version_labels_for_unavailable_models: bool = False,
         clock: Clock | None = None,
+        fail_if_no_model_versions_found: bool = False,
+        model_cache_dir: str = "",
+        load_observer: LoadObserver | None = None,
     ) -> None:
         self._clock: Clock = clock if clock is not None else SystemClock()
+        self._fail_if_no_versions = bool(fail_if_no_model_versions_found)
+        self._cache_root = model_cache_dir or storage.default_cache_dir()
+        self._cache_dir = ""  # this process's directory inside _cache_root, made on first use
+        self._observer = load_observer
         self._config = model_server_config_pb2.ModelServerConfig()
         self._config.CopyFrom(config)
         models = config_module.model_configs(self._config)
@@ -181,7 +207,7 @@ class ServerCore(Generic[S]):
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # state changes, reference counts
         self._config_lock = threading.Lock()  # one start / reload at a time
-        self._models: dict[str, _Model[S]] = {m.name: _Model(_copy(m)) for m in models}
+        self._models: dict[str, _Model[S]] = {m.name: _Model(_copy(m), self._source_for(m)) for m in models}
         self._labels: labels_module.LabelMap = {}
         self._wake = False  # under _lock: the manager thread has something to do now
         self._stopping = threading.Event()
@@ -191,6 +217,7 @@ class ServerCore(Generic[S]):
         self._actions: set[threading.Thread] = set()
         slots = max(1, min(16, 4 * (os.cpu_count() or 1)))
         self._load_slots = threading.BoundedSemaphore(slots)
+        self._unknown_names: set[str] = set()
 
     # -- the contract ----------------------------------------------------------------------------
 
@@ -205,6 +232,10 @@ class ServerCore(Generic[S]):
         with self._config_lock:
             if self._stopping.is_set():
                 raise SigserveError(Code.CANCELLED, "The model manager was stopped")
+            if self._fail_if_no_versions:
+                with self._lock:
+                    sources = [(m.config, m.source) for m in self._models.values() if m.configured]
+                _check_versions_present(sources)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="sigserve-manager", daemon=True)
                 self._thread.start()
@@ -226,8 +257,13 @@ class ServerCore(Generic[S]):
     def model_status(
         self, name: str, version: int | None = None
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        """GetModelStatus (§1.5): every version ever seen, highest first, END ones with their error."""
-        return self._monitor.model_status(name, version)
+        """GetModelStatus (§1.5): every version ever seen, highest first, END ones with their error.
+        A configured model with no version yet says why after TF Serving's text, e.g. "Could not find
+        any versions of model m; Could not find base path /models/m for servable m with error ..."."""
+        with self._lock:
+            model = self._models.get(name)
+            problem = model.problem.message if model is not None and model.problem is not None else ""
+        return self._monitor.model_status(name, version, problem)
 
     def reload_config(self, config: ModelServerConfig) -> None:
         """Serve exactly the models of `config` from now on (HandleReloadConfigRequest, or a changed
@@ -242,13 +278,19 @@ class ServerCore(Generic[S]):
                 return
             models = config_module.model_configs(new)
             new_names = [m.name for m in models]
+            if self._fail_if_no_versions:
+                # Fresh sources: the manager thread may be polling the models' own ones right now.
+                _check_versions_present([(m, self._source_for(m)) for m in models])
             with self._lock:
                 old_names = {name for name, m in self._models.items() if m.configured}
                 for m in models:
                     existing = self._models.get(m.name)
                     if existing is None:
-                        self._models[m.name] = _Model(_copy(m))
+                        self._models[m.name] = _Model(_copy(m), self._source_for(m))
                     else:
+                        if existing.config.base_path != m.base_path:
+                            existing.source = self._source_for(m)
+                            existing.problem = None
                         existing.config = _copy(m)
                         existing.configured = True
                         existing.polled = False
@@ -302,6 +344,8 @@ class ServerCore(Generic[S]):
         self._publish(events)
         for entry in entries:
             self._publish([self._retire(entry, timeout=30.0)])
+        if self._cache_dir:
+            shutil.rmtree(self._cache_dir, ignore_errors=True)
 
     def subscribe(self, callback: Subscriber) -> None:
         """`callback(name, version, state, error | None)` on every state transition, in order."""
@@ -335,6 +379,8 @@ class ServerCore(Generic[S]):
             if version is None:
                 entry = model.latest if model is not None else None
                 if entry is None:
+                    if model is None or not model.configured:
+                        self._hint_unknown_model(name)
                     raise not_found(f"Servable not found for request: Latest({name})")
             else:
                 entry = model.serving.get(version) if model is not None else None
@@ -382,18 +428,21 @@ class ServerCore(Generic[S]):
     def _poll(self) -> None:
         """List every configured model's base path and update its aspired versions."""
         with self._lock:
-            targets = [(m, m.config) for m in self._models.values() if m.configured]
+            targets = [(m, m.config, m.source) for m in self._models.values() if m.configured]
         results: list[tuple[_Model[S], ModelConfig, dict[int, str]]] = []
-        for model, cfg in targets:
+        for model, cfg, src in targets:
             try:
-                on_disk = source.list_versions(cfg.name, config_module.local_path(cfg.base_path))
+                on_disk = src.list_versions()
             except SigserveError as e:
-                self._report_poll_problem(model, e.message)
+                # The base path is missing or unreadable: keep what is loaded, and say so.
+                self._report_poll_problem(model, e, logging.ERROR)
                 continue
             if not on_disk:
-                self._report_poll_problem(model, source.no_versions_message(cfg.name, cfg.base_path))
-            else:
-                model.last_poll_problem = ""
+                empty = SigserveError(Code.NOT_FOUND, source.no_versions_message(cfg.name, cfg.base_path))
+                self._report_poll_problem(model, empty, logging.WARNING)
+            elif model.problem is not None:
+                logger.info("Servable %s: base path %s holds versions again", cfg.name, cfg.base_path)
+                model.problem = None
             results.append(
                 (model, cfg, policy_module.aspired_versions(cfg.name, cfg.model_version_policy, on_disk))
             )
@@ -412,10 +461,35 @@ class ServerCore(Generic[S]):
             self._changed.notify_all()
         self._publish(events)
 
-    def _report_poll_problem(self, model: _Model[S], message: str) -> None:
-        if message != model.last_poll_problem:
-            logger.warning("%s", message)
-            model.last_poll_problem = message
+    def _report_poll_problem(self, model: _Model[S], problem: SigserveError, level: int) -> None:
+        """Log why a base path shows nothing to serve: at once when it changes, then again every
+        SOURCE_PROBLEM_LOG_INTERVAL_SECONDS while it lasts (TF Serving logs it on every poll)."""
+        now = self._clock.monotonic()
+        same = model.problem is not None and model.problem.message == problem.message
+        model.problem = problem
+        if same and now - model.problem_logged_at < SOURCE_PROBLEM_LOG_INTERVAL_SECONDS:
+            return
+        model.problem_logged_at = now
+        base = model.config.base_path
+        again = (
+            f"; looking again every {self._poll_period:g} s"
+            if self._poll_period > 0
+            else "; not looking again (--file_system_poll_wait_seconds=0)"
+        )
+        fail_fast = (
+            "" if self._fail_if_no_versions else " (--fail_if_no_model_versions_found makes this fatal)"
+        )
+        logger.log(level, "%s; %s%s%s", problem.message, source.expected_layout(base), again, fail_fast)
+
+    def _hint_unknown_model(self, name: str) -> None:
+        """A request for a model that is not configured: TF Serving's NOT_FOUND text goes back
+        unchanged (clients compare it); the log names the models that are served. Logged once per
+        name, for a bounded number of names."""
+        if name in self._unknown_names or len(self._unknown_names) >= _UNKNOWN_NAMES_LOGGED:
+            return
+        self._unknown_names.add(name)
+        served = ", ".join(sorted(n for n, m in self._models.items() if m.configured)) or "none"
+        logger.warning("Servable not found for request: Latest(%s); served models: %s", name[:200], served)
 
     def _step(self) -> None:
         """Take the next action of every model that has none in progress."""
@@ -484,11 +558,15 @@ class ServerCore(Generic[S]):
                 self._wake = True
                 self._changed.notify_all()
 
+    def _source_for(self, model: ModelConfig) -> source.VersionSource:
+        return source.for_base_path(model.name, model.base_path, polling=self._poll_period > 0)
+
     def _load(self, model: _Model[S], entry: _Version[S]) -> _Event:
         request = LoadRequest(entry.name, entry.version, entry.path)
         sid = entry.sid
         clock = self._clock
         servable: S | None = None
+        staged = ""
         error: SigserveError | None = None
         for attempt in range(self._max_retries + 1):
             if attempt:
@@ -515,7 +593,7 @@ class ServerCore(Generic[S]):
                     logger.info("Not retrying the load of %s: it is no longer aspired", sid)
                     break
             try:
-                servable = self._load_once(request)
+                servable, staged = self._load_once(request)
                 error = None
                 break
             except Exception as e:
@@ -524,10 +602,12 @@ class ServerCore(Generic[S]):
                     logger.error("Loading servable %s raised", sid, exc_info=True)
         if servable is not None and self._stopping.is_set():
             _close(servable)
+            _remove(staged)
             servable = None
         with self._lock:
             if servable is not None:
                 entry.servable = servable
+                entry.staged = staged
                 event = entry.move(ServableState.AVAILABLE)
                 model.serving[entry.version] = entry
                 model.update_latest()
@@ -537,16 +617,55 @@ class ServerCore(Generic[S]):
             self._changed.notify_all()
         return event
 
-    def _load_once(self, request: LoadRequest) -> S:
+    def _load_once(self, request: LoadRequest) -> tuple[S, str]:
+        """One attempt: stage the version if it is on a store, load it, warm it up. Returns the
+        servable and its staged directory ("" for a local version)."""
         with self._load_slots:
-            servable = self._loader(request)
-            if self._warmup:
+            staged = ""
+            local = request
+            if storage.is_remote(request.path):
+                copy = storage.stage(request.path, self._stage_dir(request))
+                staged = copy.path
+                local = LoadRequest(request.name, request.version, copy.path)
+                self._observe(request, "download", copy.seconds, copy.bytes)
+            try:
+                started = time.perf_counter()
+                servable = self._loader(local)
                 try:
-                    warmup.run_warmup(servable, request.path, self._warmup_iterations)
+                    if self._warmup:
+                        warmup.run_warmup(servable, local.path, self._warmup_iterations)
                 except BaseException:
                     _close(servable)
                     raise
-        return servable
+                self._observe(request, "load", time.perf_counter() - started, 0)
+            except BaseException:
+                _remove(staged)
+                raise
+        return servable, staged
+
+    def _stage_dir(self, request: LoadRequest) -> str:
+        with self._lock:
+            if not self._cache_dir:
+                os.makedirs(self._cache_root, exist_ok=True)
+                self._cache_dir = tempfile.mkdtemp(prefix=f"sigserve-{os.getpid()}-", dir=self._cache_root)
+            parent = self._cache_dir
+        name = quote(request.name, safe="")[:100]
+        return os.path.join(parent, f"{name}-{request.version}-{uuid.uuid4().hex[:8]}")
+
+    def _observe(self, request: LoadRequest, stage: str, seconds: float, nbytes: int) -> None:
+        if self._observer is None:
+            return
+        try:
+            self._observer.observe_load(
+                name=request.name,
+                version=request.version,
+                path=request.path,
+                stage=stage,
+                seconds=seconds,
+                nbytes=nbytes,
+            )
+        except Exception:
+            logger.exception("A load observer failed")
 
     def _unload(self, model: _Model[S], entry: _Version[S]) -> _Event:
         # The entry stays in model.versions until _step sees it END (after END is published), so a
@@ -569,9 +688,11 @@ class ServerCore(Generic[S]):
                     break
                 clock.wait(self._changed, deadline, f"drain {entry.sid}")
             servable, entry.servable = entry.servable, None
+            staged, entry.staged = entry.staged, ""
             event = entry.move(ServableState.END)
         if servable is not None:
             _close(servable)
+        _remove(staged)
         return event
 
     def _publish(self, events: Iterable[_Event]) -> None:
@@ -651,6 +772,24 @@ class ServerCore(Generic[S]):
         if aspired and all(e.state == e.reported == ServableState.END for e in aspired):
             return "failed", max(aspired, key=lambda e: e.version)
         return "pending", None
+
+
+def _remove(staged: str) -> None:
+    if staged:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _check_versions_present(models: Iterable[tuple[ModelConfig, source.VersionSource]]) -> None:
+    """--fail_if_no_model_versions_found: the base path of each model must hold a version now (on a
+    store, one still uploading counts). TF Serving's texts, then what is expected there."""
+    for config, src in models:
+        versions = src.list_versions()  # a missing base path raises TF Serving's NOT_FOUND
+        if not versions and not getattr(src, "pending", None):
+            raise SigserveError(
+                Code.NOT_FOUND,
+                f"Unable to find a numerical version path for servable {config.name} at: "
+                f"{config.base_path}; {source.expected_layout(config.base_path)}",
+            )
 
 
 def _did_not_become_available(failed: list[_Version[S] | None]) -> SigserveError:

@@ -21,6 +21,7 @@ from sigserve.protos import get_model_status_pb2
 logger = logging.getLogger("sigserve.manager")
 
 __all__ = [
+    "LoadObserver",
     "LoadRequest",
     "Loader",
     "ManagedServable",
@@ -33,7 +34,8 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class LoadRequest:
-    """What the manager asks its loader to load: version `version` of model `name`, from `path`."""
+    """What the manager asks its loader to load: version `version` of model `name`, from `path`, a
+    local directory (a version on an object store is downloaded to the model cache first)."""
 
     name: str
     version: int
@@ -58,6 +60,16 @@ class ManagedServable(Protocol):
     def multi_inference(self, request: Any) -> Any: ...
 
     def close(self) -> None: ...
+
+
+class LoadObserver(Protocol):
+    """Told how long each stage of a successful load took: "download" (a version staged from an
+    object store; `nbytes` downloaded) and "load" (the loader and warmup). `path` is where the
+    version lives (its URI for a store)."""
+
+    def observe_load(
+        self, *, name: str, version: int, path: str, stage: str, seconds: float, nbytes: int = 0
+    ) -> None: ...
 
 
 S_co = TypeVar("S_co", bound=ManagedServable, covariant=True)
@@ -133,13 +145,16 @@ class StateMonitor:
             return dict(self._states.get(name, {}))
 
     def model_status(
-        self, name: str, version: int | None = None
+        self, name: str, version: int | None = None, problem: str = ""
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        """GetModelStatus: every version (highest first), or one; NOT_FOUND with TF Serving's texts."""
+        """GetModelStatus: every version (highest first), or one; NOT_FOUND with TF Serving's texts.
+        `problem` (why the model's base path shows no versions) follows TF Serving's text when the
+        model has none."""
         with self._lock:
             states = dict(self._states.get(name, {}))
         if not states:
-            raise not_found(f"Could not find any versions of model {name}")
+            detail = f"; {problem}" if problem else ""
+            raise not_found(f"Could not find any versions of model {name}{detail}")
         if version is not None:
             if version not in states:
                 raise not_found(f"Could not find version {version} of model {name}")
