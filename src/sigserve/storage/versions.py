@@ -54,6 +54,7 @@ def version_number(name: str) -> int | None:
 def list_files(fs: Any, root: str, uri: str) -> list[RemoteFile]:
     """Every object under `root` (the fsspec path of `uri`), sorted."""
     try:
+        fs.invalidate_cache(root)
         found = fs.find(root, detail=True)
     except Exception as e:
         raise filesystems.describe(e, uri) from None
@@ -163,6 +164,7 @@ class StoreSource:
 
     def _children(self, fs: Any, base: str) -> dict[int, str]:
         try:
+            fs.invalidate_cache(base)  # s3fs and gcsfs cache listings; a poll must see the store now
             entries = fs.ls(base, detail=True)
         except FileNotFoundError as e:
             raise self._missing_base(fs, e) from None
