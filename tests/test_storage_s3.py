@@ -249,35 +249,46 @@ def test_store_errors_are_one_clear_line_and_other_models_keep_serving(
     assert not [r for r in caplog.records if r.exc_info], "a store error logged a traceback"
 
 
-def test_a_changed_object_fails_the_download_check(s3: S3, tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("checksum", ["CRC32", ""])
+def test_a_changed_object_fails_the_download_check(s3: S3, tmp_path: pathlib.Path, checksum: str) -> None:
     """The listing is what the download is checked against: an object replaced in between (same size,
-    other bytes; or another size) is DATA_LOSS, and nothing is left behind."""
+    other bytes; or another size) is DATA_LOSS. With a full-object checksum the S3 client checks the
+    bytes and sigserve the ETag; without one, sigserve compares the copy's MD5 with the ETag."""
+    from botocore.config import Config
+
     from sigserve.storage import filesystems, staging, versions
 
+    calculation = "when_supported" if checksum else "when_required"  # boto3 adds CRC32 unless told not to
+    client = boto3.client(
+        "s3", endpoint_url=s3.endpoint, config=Config(request_checksum_calculation=calculation)
+    )
     bucket = s3.bucket()
-    s3.client.put_object(Bucket=bucket, Key="m/1/saved_model.pb", Body=b"a" * 100)
+    client.put_object(Bucket=bucket, Key="m/1/saved_model.pb", Body=b"a" * 100)
     uri = f"s3://{bucket}/m/1"
     fs, root = filesystems.filesystem(uri)
     (listed,) = versions.list_files(fs, root, uri)
-    s3.client.put_object(Bucket=bucket, Key="m/1/saved_model.pb", Body=b"b" * 100)
+    assert listed.checksum == checksum
+    client.put_object(Bucket=bucket, Key="m/1/saved_model.pb", Body=b"b" * 100)
     progress = staging._Progress(uri, 100)
     dest = tmp_path / "d"
     dest.mkdir()
     with pytest.raises(SigserveError) as info:
         staging._fetch(fs, root, uri, listed, str(dest), "s3", progress)
     assert info.value.code == Code.DATA_LOSS
-    assert info.value.message.startswith(f"Downloaded {uri}/saved_model.pb: MD5 ")
-    assert info.value.message.endswith("try again")
-    s3.client.put_object(Bucket=bucket, Key="m/1/saved_model.pb", Body=b"c" * 50)
+    if checksum:
+        assert info.value.message == (
+            f"{uri}/saved_model.pb changed on the store while it was downloaded; try again"
+        )
+    else:
+        assert info.value.message.startswith(f"Downloaded {uri}/saved_model.pb: MD5 ")
+    client.put_object(Bucket=bucket, Key="m/1/saved_model.pb", Body=b"c" * 50)
     with pytest.raises(SigserveError) as info:
         staging._fetch(fs, root, uri, listed, str(dest), "s3", progress)
     assert info.value.message == (
         f"Downloaded {uri}/saved_model.pb: 50 bytes, but the store lists 100; try again"
     )
-    # stage() as a whole removes a partial copy.
-    s3.client.put_object(Bucket=bucket, Key="m/2/saved_model.pb", Body=b"x")
-    staged = storage.stage(f"s3://{bucket}/m/2", str(tmp_path / "ok"))
-    assert (staged.files, staged.bytes) == (1, 1)
+    staged = storage.stage(uri, str(tmp_path / "ok"))  # listed afresh: fine
+    assert (staged.files, staged.bytes) == (1, 50)
 
 
 # -- the sigserve process --------------------------------------------------------------------------

@@ -261,3 +261,43 @@ def test_local_dir_is_the_one_call_for_every_dir_flag(
     assert fs_source.list_versions() == {}
     assert fs_source.list_versions() == {1: f"file://{local}/1"}
     assert versions.version_number("00012") == 12 and versions.version_number("1.0") is None
+
+
+@pytest.fixture
+def http_root(tmp_path: pathlib.Path) -> Iterator[tuple[pathlib.Path, str]]:
+    """A directory served by Python's own HTTP server on loopback, with directory index pages."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    root = tmp_path / "www"
+    root.mkdir()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_versions_from_an_http_server_with_index_pages(
+    http_root: tuple[pathlib.Path, str], fixtures_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    pytest.importorskip("aiohttp", reason="needs sigserve[http]")
+    root, url = http_root
+    src = fixtures_dir / "saved_model_half_plus_two_2_versions" / "00000123"
+    shutil.copytree(src, root / "m" / "7")
+    source = StoreSource("m", f"{url}/m")
+    assert source.list_versions() == {}
+    assert source.list_versions() == {7: f"{url}/m/7"}
+    staged = storage.stage(f"{url}/m/7", str(tmp_path / "copy"))
+    assert staged.bytes == sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
+    assert (tmp_path / "copy" / "saved_model.pb").read_bytes() == (src / "saved_model.pb").read_bytes()
+    error = error_of(StoreSource("m", f"{url}/nothing").list_versions)
+    assert error.code == Code.NOT_FOUND

@@ -1,8 +1,10 @@
 """Staging: copy one version from a store into the local model cache, verified, before TensorFlow
 loads it from there (README "Object storage"; scale-out.md §1.3, KServe's storage initializer).
 
-Every file is checked against the store's listing: its size always, and its MD5 where the store
-gives one (S3's ETag of a single-part upload, GCS's md5Hash, Azure's Content-MD5). A failed or
+Every file is checked against the store's listing: its size always, and its content where the store
+vouches for it: an S3 object with a full-object checksum is checked by the S3 client as it streams
+(botocore's flexible checksums); otherwise the copy's MD5 is compared with S3's ETag of a single-part
+upload or GCS's md5Hash. A failed or
 short download removes what was written and raises: the version ends in an error state, and the
 versions being served are not touched. Large downloads log their progress.
 """
@@ -22,7 +24,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from sigserve.errors import Code, SigserveError
@@ -51,6 +53,15 @@ class Staged:
 
 def default_cache_dir() -> str:
     return os.path.join(tempfile.gettempdir(), "sigserve-model-cache")
+
+
+def checked_in_transit(protocol: str, info: RemoteFile, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the S3 client verifies this object's full-object checksum (CRC32, CRC32C, SHA) as it
+    reads it: botocore's flexible checksums do, unless AWS_RESPONSE_CHECKSUM_VALIDATION=when_required.
+    Then hashing the copy again would only cost time."""
+    env = os.environ if environ is None else environ
+    validation = env.get("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_supported").strip().lower()
+    return protocol == "s3" and bool(info.checksum) and validation == "when_supported"
 
 
 def expected_md5(protocol: str, info: RemoteFile) -> str:
@@ -156,10 +167,22 @@ def _fetch(
     except Exception as e:
         raise filesystems.describe(e, where) from None
     size = os.path.getsize(target)
-    if size != info.size:
+    if info.size >= 0 and size != info.size:
         raise SigserveError(
             Code.DATA_LOSS, f"Downloaded {where}: {size} bytes, but the store lists {info.size}; try again"
         )
+    if checked_in_transit(protocol, info):
+        # The bytes match the object the client read; make sure that is still the object listed.
+        try:
+            now = fs.info(source, refresh=True)
+        except Exception as e:
+            raise filesystems.describe(e, where) from None
+        tag = str(now.get("ETag") or "")
+        if info.tag and tag and tag != info.tag:
+            raise SigserveError(
+                Code.DATA_LOSS, f"{where} changed on the store while it was downloaded; try again"
+            )
+        return
     md5 = expected_md5(protocol, info)
     if md5:
         digest = hashlib.md5(usedforsecurity=False)

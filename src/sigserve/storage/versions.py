@@ -40,8 +40,9 @@ class RemoteFile:
     """One object of a version: its path relative to the version, size and content tag."""
 
     rel: str
-    size: int
+    size: int  # -1: the store does not say
     tag: str  # ETag / md5Hash / "" — whatever the store says identifies the content
+    checksum: str = ""  # an S3 full-object checksum (e.g. "CRC32"), which the S3 client checks itself
 
 
 def version_number(name: str) -> int | None:
@@ -64,7 +65,17 @@ def list_files(fs: Any, root: str, uri: str) -> list[RemoteFile]:
         if info.get("type") == "directory" or not path.startswith(prefix):
             continue
         tag = str(info.get("ETag") or info.get("etag") or info.get("md5Hash") or "")
-        out.append(RemoteFile(path[len(prefix) :], int(info.get("size") or 0), tag))
+        size = info.get("size")
+        if size is None:  # an HTTP directory listing gives names only: ask for each length
+            try:
+                size = fs.size(path)
+            except Exception as e:
+                raise filesystems.describe(e, uri) from None
+        checksum = ""
+        algorithms = info.get("ChecksumAlgorithm") or []
+        if algorithms and info.get("ChecksumType", "FULL_OBJECT") == "FULL_OBJECT":
+            checksum = str(algorithms[0])
+        out.append(RemoteFile(path[len(prefix) :], -1 if size is None else int(size), tag, checksum))
     return sorted(out, key=lambda f: f.rel)
 
 
