@@ -404,6 +404,35 @@ def test_label_on_an_unavailable_version_fails_start_up_unless_allowed(
         assert core.labels("m") == {"next": 9}
 
 
+def test_fail_if_no_model_versions_found_with_a_model_on_a_store(
+    versions_src: dict[int, pathlib.Path],
+) -> None:
+    """On a store a complete version needs two polls to count; the start-up check already takes it
+    as there (it is uploaded, only not yet known to be finished). memory:// runs the store path."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    root = f"fail-fast-{uuid.uuid4().hex[:8]}"
+    for path in versions_src[1].rglob("*"):
+        if path.is_file():
+            fs.pipe(f"/{root}/m/1/{path.relative_to(versions_src[1]).as_posix()}", path.read_bytes())
+    strict = {"fail_if_no_model_versions_found": True, **FAST}
+    try:
+        with running(model_config(("m", f"memory://{root}/m")), **strict) as (core, _):  # type: ignore[arg-type]
+            assert served_version(core, "m") == 1
+        core = ServerCore(model_config(("m", f"memory://{root}/none")), loader=load, **strict)  # type: ignore[arg-type]
+        try:
+            error = raises(core.start)
+        finally:
+            core.stop()
+        assert error.message == (
+            f"Could not find base path memory://{root}/none for servable m with error NOT_FOUND: "
+            f"memory://{root}/none not found"
+        )
+    finally:
+        fs.rm(f"/{root}", recursive=True)
+
+
 # -- config files and reloads -----------------------------------------------------------------------
 
 

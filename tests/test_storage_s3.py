@@ -291,6 +291,41 @@ def test_a_changed_object_fails_the_download_check(s3: S3, tmp_path: pathlib.Pat
     assert (staged.files, staged.bytes) == (1, 50)
 
 
+def test_download_progress_and_a_summary_are_logged(
+    s3: S3,
+    versions_src: dict[int, pathlib.Path],
+    tmp_path: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sigserve.storage import staging
+
+    monkeypatch.setattr(staging, "PROGRESS_INTERVAL_SECONDS", 0.0)  # every chunk, for the test
+    bucket = s3.bucket()
+    files = s3.upload(bucket, "m/1", versions_src[1])
+    uri = f"s3://{bucket}/m/1"
+    with caplog.at_level(logging.INFO, logger="sigserve.storage"):
+        storage.stage(uri, str(tmp_path / "copy"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "sigserve.storage"]
+    assert any(line.startswith(f"Downloading {uri}: ") and "MB (" in line for line in lines), lines
+    assert lines[-1].startswith(f"Downloaded {uri}: {len(files)} files, ")
+    assert lines[-1].endswith(f"to {tmp_path / 'copy'}")
+
+
+def test_an_unreachable_endpoint_is_one_line(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_port()  # nothing listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    error = raises(storage.StoreSource("m", "s3://models/m").list_versions)
+    assert error.code == Code.UNAVAILABLE
+    assert error.message == (
+        f"s3://models/m: cannot reach the store at http://127.0.0.1:{port} (S3_ENDPOINT / "
+        f"AWS_ENDPOINT_URL): [Errno 111] Connect call failed ('127.0.0.1', {port})"
+    )
+    assert "\n" not in error.message
+    assert time.monotonic() - started < 30  # bounded retries
+
+
 # -- the sigserve process --------------------------------------------------------------------------
 
 

@@ -301,3 +301,15 @@ def test_versions_from_an_http_server_with_index_pages(
     assert (tmp_path / "copy" / "saved_model.pb").read_bytes() == (src / "saved_model.pb").read_bytes()
     error = error_of(StoreSource("m", f"{url}/nothing").list_versions)
     assert error.code == Code.NOT_FOUND
+
+
+def test_model_base_path_from_the_environment_may_be_a_uri() -> None:
+    import argparse
+
+    from sigserve.commands import serve
+
+    parser = argparse.ArgumentParser()
+    serve.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--model_name=m"])
+    options = serve.options_from_args(args, {"MODEL_BASE_PATH": "s3://bucket/models"})
+    assert options.model_base_path == "s3://bucket/models/m"
