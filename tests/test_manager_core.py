@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -654,23 +654,37 @@ def test_a_loader_that_raises_something_else_is_an_unknown_error(
 # -- lifecycle -------------------------------------------------------------------------------------------
 
 
-def test_an_old_version_unloads_only_after_its_in_flight_requests(
+@contextlib.contextmanager
+def version_1_draining(
     tmp_path: pathlib.Path, versions_src: dict[int, pathlib.Path]
-) -> None:
+) -> Iterator[tuple[ServerCore, Events, ManualClock, Any, Callable[[], None]]]:
+    """Version 1 serves and a request holds it; version 2 is published, so version 1 is UNLOADING and
+    its unload waits (no deadline) for that request. Yields (core, events, clock, the servable the
+    request holds, a function that ends the request)."""
     base = tmp_path / "m"
     put_version(base, 1, versions_src[1])
     clock = ManualClock()
-    with running(model_config(("m", base)), clock=clock, **FAST) as (core, events):
-        with core.handle("m") as old:
-            assert old.version == 1
-            put_version(base, 2, versions_src[2])
-            clock.advance(POLL)
-            events.wait("m", 1, S.UNLOADING)
-            assert served_version(core, "m") == 2  # new requests already go to 2
-            # The unload waits, with no deadline, for this request to finish.
-            clock.wait_for_sleeper(f"drain {servable_id('m', 1)}")
-            assert events.find("m", 1, S.END) is None
-            assert old.predict({"x": np.float32([[3.0]])})["y"].tolist() == [[3.5]]
+    with (
+        running(model_config(("m", base)), clock=clock, **FAST) as (core, events),
+        contextlib.ExitStack() as held,
+    ):
+        old = held.enter_context(core.handle("m"))
+        assert old.version == 1
+        put_version(base, 2, versions_src[2])
+        clock.advance(POLL)
+        clock.wait_for_sleeper(f"drain {servable_id('m', 1)}")
+        yield core, events, clock, old, held.close
+
+
+def test_an_old_version_unloads_only_after_its_in_flight_requests(
+    tmp_path: pathlib.Path, versions_src: dict[int, pathlib.Path]
+) -> None:
+    with version_1_draining(tmp_path, versions_src) as (core, events, _, old, end_request):
+        assert events.find("m", 1, S.UNLOADING) is not None
+        assert served_version(core, "m") == 2  # new requests already go to 2
+        assert events.find("m", 1, S.END) is None  # the unload waits for this request
+        assert old.predict({"x": np.float32([[3.0]])})["y"].tolist() == [[3.5]]
+        end_request()
         events.wait("m", 1, S.END)
         assert events.states("m", 1)[-2:] == [("m", 1, S.UNLOADING), ("m", 1, S.END)]
 
@@ -678,19 +692,13 @@ def test_an_old_version_unloads_only_after_its_in_flight_requests(
 def test_a_version_that_comes_back_while_it_unloads_is_loaded_again_after_its_end(
     tmp_path: pathlib.Path, versions_src: dict[int, pathlib.Path]
 ) -> None:
-    base = tmp_path / "m"
-    put_version(base, 1, versions_src[1])
-    clock = ManualClock()
-    with running(model_config(("m", base)), clock=clock, **FAST) as (core, events):
-        with core.handle("m") as old:
-            put_version(base, 2, versions_src[2])
-            clock.advance(POLL)
-            clock.wait_for_sleeper(f"drain {servable_id('m', 1)}")
-            drop_version(base, 2)  # version 1 is the latest on disk again, while it drains
-            clock.advance(POLL)
-            clock.wait_for_sleeper(POLL_WAIT)
-            assert served_version(core, "m") == 2  # 2 serves until 1 is back
-            assert old.version == 1
+    with version_1_draining(tmp_path, versions_src) as (core, events, clock, old, end_request):
+        drop_version(tmp_path / "m", 2)  # version 1 is the latest on disk again, while it drains
+        clock.advance(POLL)
+        clock.wait_for_sleeper(POLL_WAIT)
+        assert served_version(core, "m") == 2  # 2 serves until 1 is back
+        assert old.version == 1
+        end_request()
         events.wait("m", 2, S.END)
         assert served_version(core, "m") == 1
         cycle = [S.START, S.LOADING, S.AVAILABLE, S.UNLOADING, S.END]
