@@ -463,6 +463,31 @@ def test_revoked_credentials_are_reported_while_the_server_keeps_serving(
             proc.cleanup()
 
 
+def test_access_denied_is_one_line(s3: S3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Valid credentials of a user with no permission on the bucket."""
+    import s3fs
+
+    bucket = s3.bucket()
+    s3.client.put_object(Bucket=bucket, Key="m/1/saved_model.pb", Body=b"x")
+    iam = boto3.client("iam", endpoint_url=s3.endpoint)
+    user = f"nobody-{uuid.uuid4().hex[:8]}"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    s3fs.S3FileSystem.clear_instance_cache()  # clients read the credentials when they are made
+    try:
+        with s3.authentication():
+            error = raises(storage.StoreSource("m", f"s3://{bucket}/m").list_versions)
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert (error.code, error.message) == (
+        Code.PERMISSION_DENIED,
+        f"s3://{bucket}/m: access denied (AccessDenied) at {s3.endpoint}; the credentials need "
+        "permission to list and read it (for S3: s3:ListBucket and s3:GetObject)",
+    )
+
+
 def _keys(creds: dict[str, str]) -> dict[str, str]:
     return {
         "aws_access_key_id": creds["AWS_ACCESS_KEY_ID"],
