@@ -25,7 +25,7 @@ import pytest
 from sigserve import storage
 from sigserve.errors import Code, SigserveError
 from sigserve.manager import ManualClock, ServableState
-from sigserve.server.metrics import Metrics
+from sigserve.service import Metrics
 from tests.conftest import free_port
 from tests.test_manager_core import (
     FAST,
