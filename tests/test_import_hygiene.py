@@ -21,6 +21,7 @@ TF_FREE = [
     "sigserve.manager",
     "sigserve.batching",
     "sigserve.service",
+    "sigserve.storage",
     # The front ends reach TensorFlow only through the servables the manager loads.
     "sigserve.server.rest",
     "sigserve.server.grpc_server",

@@ -39,7 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dir", required=True, help="SavedModel directory (the one holding saved_model.pb)")
+    p.add_argument(
+        "--dir", required=True, help="SavedModel directory (holding saved_model.pb), or a URI: s3://b/m/1"
+    )
     p.add_argument(
         "--tag_set",
         "--tag-set",
@@ -235,12 +237,12 @@ def collect_inputs(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from sigserve import runtime
+    from sigserve import runtime, storage
     from sigserve.runtime.predict import numpy_dtype
 
     inputs = collect_inputs(args)
     tags = [t.strip() for t in args.tag_set.split(",") if t.strip()]
-    with runtime.load(args.dir, tags) as servable:
+    with storage.local_dir(args.dir) as export_dir, runtime.load(export_dir, tags) as servable:
         if args.signature_def not in servable.signatures:
             raise SigserveError(
                 Code.NOT_FOUND,

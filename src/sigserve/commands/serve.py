@@ -60,7 +60,11 @@ HELP: dict[str, str] = {
     "shutdown_grace_seconds": "on SIGTERM, how long in-flight requests may take to finish (default 30)",
     "model_name": "name of the single model (default 'default'; env MODEL_NAME)",
     "model_base_path": "directory holding the model's numbered versions, e.g. /models/m with /models/m/1 "
-    "(env MODEL_BASE_PATH: $MODEL_BASE_PATH/$MODEL_NAME)",
+    "(env MODEL_BASE_PATH: $MODEL_BASE_PATH/$MODEL_NAME); or a URI: s3://bucket/m, gs://, az://, https://",
+    "fail_if_no_model_versions_found": "fail start-up when a base path is missing or holds no version "
+    "(default: wait for one, logging why)",
+    "model_cache_dir": "where versions on object stores are downloaded before loading "
+    "(default <tmp>/sigserve-model-cache)",
     "model_config_file": "text ModelServerConfig listing several models; "
     "overrides --model_name/--model_base_path",
     "model_config_file_poll_wait_seconds": "re-read --model_config_file this often (default 0 = never)",

@@ -31,7 +31,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dir", required=True, help="SavedModel directory (the one holding saved_model.pb)")
+    p.add_argument(
+        "--dir", required=True, help="SavedModel directory (holding saved_model.pb), or a URI: s3://b/m/1"
+    )
     p.add_argument("--all", action="store_true", help="print every MetaGraph, signature and op")
     p.add_argument("--tag_set", "--tag-set", dest="tag_set", help="comma-separated tag-set, e.g. serve")
     p.add_argument(
@@ -50,9 +52,11 @@ def _nonempty_tags(tag_set: str) -> str:
 
 
 def render(args: argparse.Namespace) -> str:
+    from sigserve import storage
     from sigserve.saved_model import loader, show
 
-    saved_model = loader.read_saved_model(args.dir)
+    with storage.local_dir(args.dir, only=storage.SAVED_MODEL_FILES) as export_dir:
+        saved_model = loader.read_saved_model(export_dir)
     if args.all:
         return show.format_all(saved_model)
     if args.tag_set is None:

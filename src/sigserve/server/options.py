@@ -43,6 +43,10 @@ class ServerOptions:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
     enable_signature_method_name_check: bool = False
+    fail_if_no_model_versions_found: bool = False  # a missing or empty base path fails start-up
+    model_cache_dir: str = (
+        ""  # versions on object stores are downloaded here ("" = <tmp>/sigserve-model-cache)
+    )
 
     # TensorFlow session.
     tensorflow_session_parallelism: int = 0  # sets both of the next two when they are 0

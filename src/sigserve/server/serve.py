@@ -157,7 +157,10 @@ def make_loader(
 
 
 def make_core(
-    options: ServerOptions, config: ModelServerConfig, loader: Callable[[LoadRequest], Servable]
+    options: ServerOptions,
+    config: ModelServerConfig,
+    loader: Callable[[LoadRequest], Servable],
+    metrics: Metrics | None = None,
 ) -> ServerCore:
     return ServerCore(
         config,
@@ -168,6 +171,9 @@ def make_core(
         enable_model_warmup=options.enable_model_warmup,
         num_request_iterations_for_warmup=options.num_request_iterations_for_warmup,
         allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
+        fail_if_no_model_versions_found=options.fail_if_no_model_versions_found,
+        model_cache_dir=options.model_cache_dir,
+        load_observer=metrics,
     )
 
 
@@ -294,7 +300,7 @@ async def serve_async(
         path = metrics_path(options)
         metrics = Metrics()
         scheduler = make_batch_scheduler(options, registry=metrics.registry)
-        core = make_core(options, config, make_loader(options, scheduler))
+        core = make_core(options, config, make_loader(options, scheduler), metrics)
     except SigserveError as e:
         _say(f"Failed to start server. Error: {e.to_string()}")
         return 1
