@@ -18,9 +18,8 @@ def sigserve(
 ) -> subprocess.CompletedProcess[str]:
     """`sigserve ARGS...`; `env` adds variables, `unset` removes them (e.g. TF_CPP_MIN_LOG_LEVEL,
     which conftest sets for every test process)."""
-    full_env = dict(os.environ, **(env or {}))
-    for name in unset:
-        full_env.pop(name, None)
+    full_env = {k: v for k, v in os.environ.items() if k not in unset}
+    full_env.update(env or {})
     return subprocess.run(
         [SIGSERVE, *args], capture_output=True, text=True, timeout=timeout, env=full_env, cwd=str(ROOT)
     )

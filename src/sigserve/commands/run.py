@@ -78,6 +78,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="let --inputs load pickled object arrays (only for files you trust)",
     )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's C++ log lines, hidden by default (same as TF_CPP_MIN_LOG_LEVEL=0)",
+    )
 
 
 def _bad(message: str) -> SigserveError:
@@ -233,6 +238,8 @@ def collect_inputs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # read by sigserve.runtime.tflog when TF is imported
     import numpy as np
 
     from sigserve import runtime
