@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from sigserve.client import Client, RestClient
+    from sigserve.errors import invalid_argument
 
     parsed = [parse_input(spec) for spec in args.input]
     output_filter = (
@@ -131,8 +132,11 @@ def run(args: argparse.Namespace) -> int:
         if args.ca_file:
             import grpc
 
-            with open(args.ca_file, "rb") as f:
-                credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+            try:
+                with open(args.ca_file, "rb") as f:
+                    credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+            except OSError as e:
+                raise invalid_argument(f"--ca_file {args.ca_file}: {e.strerror}") from None
         client = Client(args.server, credentials=credentials, timeout=args.timeout)
     with client:
         meta = client.metadata(args.model, version=args.version, label=args.label)

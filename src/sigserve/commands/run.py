@@ -216,7 +216,10 @@ def load_input_files(files: Mapping[str, tuple[str, str | None]], allow_pickle: 
 def collect_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """--inputs, then --input_exprs, then --input_examples; later flags win for the same key."""
     if not (args.inputs or args.input_exprs or args.input_examples):
-        raise _bad("At least one of --inputs, --input_exprs or --input_examples must be required")
+        raise _bad(
+            "At least one of --inputs, --input_exprs or --input_examples must be required, "
+            "e.g. --input_exprs 'x=[[1.0]]'"
+        )
     inputs = load_input_files(parse_inputs_arg(args.inputs), args.allow_pickle)
     for key, value in parse_input_exprs_arg(args.input_exprs).items():
         if key in inputs:

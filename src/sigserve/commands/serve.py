@@ -129,6 +129,13 @@ def options_from_args(args: argparse.Namespace, environ: dict[str, str] | None =
         value = getattr(args, field.name, None)
         if value is not None:
             given[field.name] = value
+    for name in ("port", "rest_api_port"):
+        if name in given and not 0 <= given[name] <= 65535:
+            from sigserve.errors import invalid_argument
+
+            raise invalid_argument(
+                f"--{name} must be a port number, 0-65535 (0 turns it off); got {given[name]}"
+            )
     if "model_name" not in given and env.get("MODEL_NAME"):
         given["model_name"] = env["MODEL_NAME"]
     if "model_base_path" not in given and "model_config_file" not in given and env.get("MODEL_BASE_PATH"):
