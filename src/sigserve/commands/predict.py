@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     from sigserve.client import Client, RestClient
     from sigserve.errors import invalid_argument
 
+    if not args.server.strip():
+        raise invalid_argument("--server is empty; give HOST:PORT, e.g. --server localhost:8500")
     parsed = [parse_input(spec) for spec in args.input]
     output_filter = (
         [a.strip() for a in args.output_filter.split(",") if a.strip()] if args.output_filter else None

@@ -249,6 +249,8 @@ def run(args: argparse.Namespace) -> int:
     from sigserve.runtime.predict import numpy_dtype
 
     inputs = collect_inputs(args)
+    if args.outdir and os.path.exists(args.outdir) and not os.path.isdir(args.outdir):
+        raise _bad(f"--outdir {args.outdir} is a file; give a directory (created if missing)")
     tags = [t.strip() for t in args.tag_set.split(",") if t.strip()]
     with runtime.load(args.dir, tags) as servable:
         if args.signature_def not in servable.signatures:
@@ -277,7 +279,12 @@ def run(args: argparse.Namespace) -> int:
         outputs = servable.predict(inputs, signature_name=args.signature_def)
     keys = sorted(outputs)
     if args.outdir:
-        os.makedirs(args.outdir, exist_ok=True)
+        try:
+            os.makedirs(args.outdir, exist_ok=True)
+        except OSError as e:
+            raise _bad(
+                f"--outdir {args.outdir}: {e.strerror}; give a directory (created if missing)"
+            ) from None
         for key in keys:
             path = os.path.join(args.outdir, key + ".npy")
             if os.path.exists(path) and not args.overwrite:
