@@ -24,7 +24,7 @@ import pytest
 
 from sigserve.saved_model import loader
 from tests.conftest import ROOT, free_port
-from tests.grpc_servers import grpc_target
+from tests.grpc_servers import grpc_target, start_server
 from tests.test_serve_process import ServerProcess
 
 pytestmark = pytest.mark.slow
@@ -63,14 +63,12 @@ def core(dist: dict[str, pathlib.Path], tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture(scope="module")
-def server(fixtures_dir: pathlib.Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess([f"--model_name={HPT}", f"--model_base_path={fixtures_dir / HPT}"])
-    try:
-        proc.wait_ready()
-        yield proc
-    finally:
-        proc.stop()
-        proc.cleanup()
+def server(fixtures_dir: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    config = tmp_path_factory.mktemp("wheel_server") / "models.config"
+    proc = start_server(config, [(HPT, fixtures_dir / HPT, {})])
+    yield proc
+    proc.stop()
+    proc.cleanup()
 
 
 def test_core_install_has_no_tensorflow_and_its_commands_work(
