@@ -270,3 +270,21 @@ def test_tf_serving_flags_without_effect_are_accepted(flag: str) -> None:
     assert "unrecognized arguments" not in out
     assert "accepted for compatibility, no effect" in out
     assert rc != 0  # no model given
+
+
+def test_stopping_a_server_whose_models_never_loaded_is_clean() -> None:
+    """SIGTERM while the manager still waits for a base path that does not exist: a normal stop,
+    not asyncio's "Future exception was never retrieved" traceback (issue 21, item 4)."""
+    server = ServerProcess(["--model_name=m", "--model_base_path=/nonexistent/m"], grpc=False)
+    try:
+        deadline = time.monotonic() + 120
+        while "loading models" not in server.output():
+            assert server.proc.poll() is None, server.output()
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
+        assert server.stop() == 0
+        out = server.output()
+        assert "sigserve: stopped" in out
+        assert "Traceback" not in out and "never retrieved" not in out, out
+    finally:
+        server.cleanup()

@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from sigserve import storage
 from sigserve.errors import Code, SigserveError, failed_precondition, invalid_argument
 from sigserve.protos import model_server_config_pb2
+from sigserve.protos.text import error_text
 
 TENSORFLOW_PLATFORM = "tensorflow"
 OTHER_PLATFORM = "other"
@@ -32,7 +33,7 @@ def parse(text: str, path: str = "") -> Any:
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as e:
-        raise invalid_argument(f"Invalid protobuf file: '{path}': {e}") from None
+        raise invalid_argument(f"Invalid protobuf file: '{path}': {error_text(e)}") from None
     return config
 
 

@@ -76,13 +76,16 @@ def metrics_path(options: ServerOptions) -> str | None:
     from google.protobuf import text_format
 
     from sigserve.protos import monitoring_config_pb2
+    from sigserve.protos.text import error_text as text_error
 
     text = _read_text(options.monitoring_config_file, "--monitoring_config_file")
     config = monitoring_config_pb2.MonitoringConfig()
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as e:
-        raise invalid_argument(f"Invalid protobuf file: '{options.monitoring_config_file}': {e}") from None
+        raise invalid_argument(
+            f"Invalid protobuf file: '{options.monitoring_config_file}': {text_error(e)}"
+        ) from None
     if not config.prometheus_config.enable:
         return None
     return config.prometheus_config.path or DEFAULT_METRICS_PATH
@@ -357,6 +360,9 @@ async def serve_async(
             await stopped
         else:
             stopped.result()
+            # Stopped before the models loaded: core.stop (below) makes start() raise CANCELLED,
+            # which is the expected end of it, not an error to report.
+            starting.add_done_callback(_consume_exception)
         _say("sigserve: shutting down: finishing in-flight requests ...")
     except SigserveError as e:
         _say(f"Failed to start server. Error: {e.to_string()}")
@@ -389,6 +395,11 @@ async def _shutdown(options: ServerOptions, rest: RestServer | None, grpc_server
     for result in await asyncio.gather(*tasks, return_exceptions=True):
         if isinstance(result, BaseException):
             logger.error("Error while stopping a front end: %r", result)
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _stop_quietly(fn: Callable[[], Any]) -> None:
