@@ -144,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
             )
         export_dir = args.dir
     tags = tuple(t.strip() for t in args.tag_set.split(",") if t.strip())
+    ray_data.check_output(args.output, args.overwrite)
+    scoring.read_signature(export_dir, args.signature_def, tags)  # fails fast, before Ray starts
     started_ray = not ray.is_initialized()
     if started_ray:
         ray.init(address=args.ray_address, log_to_driver=False, include_dashboard=False)

@@ -173,6 +173,14 @@ def write_dataset(ds: ray.data.Dataset, path: str, fmt: str, *, overwrite: bool 
         )
 
 
+def check_output(output: str, overwrite: bool) -> None:
+    """A local output that exists is an error unless `overwrite` (Ray's writer checks remote ones)."""
+    if not overwrite and "://" not in output and os.path.exists(output):
+        raise SigserveError(
+            Code.ALREADY_EXISTS, f"{output} exists; remove it or pass --overwrite to replace it"
+        )
+
+
 @dataclasses.dataclass
 class ScoreReport:
     export_dir: str
@@ -213,10 +221,7 @@ def score(
         raise SigserveError(
             Code.INVALID_ARGUMENT, f"Cannot write {out_fmt}; use one of {', '.join(OUTPUT_FORMATS)}"
         )
-    if not overwrite and "://" not in output and os.path.exists(output):
-        raise SigserveError(
-            Code.ALREADY_EXISTS, f"{output} exists; remove it or pass --overwrite to replace it"
-        )
+    check_output(output, overwrite)
     signature = scoring.read_signature(export_dir, signature_name, tags)
     mapping = {**default_input_map(fmt, list(signature.inputs)), **(input_map or {})}
     ds = read_dataset(input, fmt)
