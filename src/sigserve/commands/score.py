@@ -103,6 +103,14 @@ def add_parser(subparsers: Any) -> None:
         help="CPUs each actor reserves; TensorFlow threads (default 1)",
     )
     p.add_argument(
+        "--threads_per_actor",
+        "--threads-per-actor",
+        dest="threads_per_actor",
+        type=int,
+        default=0,
+        help="TensorFlow intra/inter-op threads per actor (default 0: --cpus_per_actor rounded up)",
+    )
+    p.add_argument(
         "--preserve_order",
         "--preserve-order",
         dest="preserve_order",
@@ -121,9 +129,10 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.batch_size < 1 or args.cpus_per_actor <= 0 or args.actors < 0:
+    if args.batch_size < 1 or args.cpus_per_actor <= 0 or args.actors < 0 or args.threads_per_actor < 0:
         raise SigserveError(
-            Code.INVALID_ARGUMENT, "--batch_size and --cpus_per_actor must be positive and --actors >= 0"
+            Code.INVALID_ARGUMENT,
+            "--batch_size and --cpus_per_actor must be positive, --actors and --threads_per_actor >= 0",
         )
     try:
         import ray
@@ -165,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
             tags=tags,
             actors=args.actors,
             cpus_per_actor=args.cpus_per_actor,
+            threads_per_actor=args.threads_per_actor,
             batch_size=args.batch_size,
             preserve_order=args.preserve_order,
             overwrite=args.overwrite,

@@ -139,12 +139,22 @@ def score_dataset(
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> ray.data.Dataset:
     """`ds` scored by `plan` on an actor pool: `actors` of them, or (0) from one up to as many as the
-    cluster's CPUs hold. Each reserves `cpus_per_actor` CPUs (TensorFlow gets that many threads)."""
+    cluster's CPUs hold, less one for reading and writing. Each reserves `cpus_per_actor` CPUs."""
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
     if actors > 0:
+        if actors * cpus_per_actor > cpus - 1:
+            # Ray Data's read and write tasks take a whole CPU each: with every CPU held by an
+            # actor they never run, and the job waits forever.
+            raise SigserveError(
+                Code.INVALID_ARGUMENT,
+                f"{actors} actor(s) x {cpus_per_actor:g} CPU leave less than one of the cluster's "
+                f"{cpus:g} CPUs for reading and writing; lower --actors or --cpus_per_actor "
+                f"(e.g. --actors {actors} --cpus_per_actor {max(0.1, (cpus - 1) / actors):.2g})",
+            )
         compute = ray.data.ActorPoolStrategy(size=actors)
     else:
-        cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        compute = ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, int(cpus // cpus_per_actor)))
+        spare = max(1, int((cpus - 1) // cpus_per_actor))  # one CPU stays for reads and writes
+        compute = ray.data.ActorPoolStrategy(min_size=1, max_size=spare)
     return ds.map_batches(
         scoring.SignatureScorer,
         fn_constructor_args=(plan,),
@@ -205,6 +215,7 @@ def score(
     tags: Sequence[str] = ("serve",),
     actors: int = 0,
     cpus_per_actor: float = 1.0,
+    threads_per_actor: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     preserve_order: bool = False,
     overwrite: bool = False,
@@ -212,8 +223,10 @@ def score(
     """Read `input`, score every row with `signature_name` of the SavedModel at `export_dir`, write
     the results next to their keys at `output`. Needs a running Ray (`ray.init()`).
 
-    Rows come out in the input's order with `preserve_order` (always for numpy input, which has no
-    key column); otherwise in whatever order the actors finish, each next to its keys."""
+    Each actor reserves `cpus_per_actor` CPUs and gives TensorFlow `threads_per_actor` threads
+    (default: the CPUs, rounded up). Rows come out in the input's order with `preserve_order` (always
+    for numpy input, which has no key column); otherwise in whatever order the actors finish, each
+    next to its keys."""
     first = input if isinstance(input, str) else input[0]
     fmt = input_format or detect_format(first)
     out_fmt = output_format or _output_format(output)
@@ -235,7 +248,7 @@ def score(
         outputs=outputs,
         keys=keys,
         tags=tags,
-        threads=max(1, math.ceil(cpus_per_actor)),
+        threads=threads_per_actor or max(1, math.ceil(cpus_per_actor)),
     )
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = preserve_order or fmt == "numpy"

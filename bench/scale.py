@@ -1,0 +1,197 @@
+"""Scaling out on one machine: what Ray costs sigserve.
+
+Part 1, `--part batch`: Ray Data batch scoring (`sigserve score`'s code, `ray_data.score`) of the
+3×2048 MLP of bench/batching.py (256 → 2048 → 2048 → 2048 → 16, float32, ~9.5 M multiply-adds per
+row), parquet in, parquet out, against the limit on one machine: one process calling
+`sigserve.load(...).predict` on the same batches, already in memory (no reading, no writing).
+
+* limit: the loop above, TensorFlow's default threads (all CPUs);
+* ray e2e: rows / wall time of `ray_data.score` (plan, read, start the actors, load the model in
+  each, score, write);
+* ray steady: the same with the fixed start-up cost taken out: (rows − r) / (T − t), where t is the
+  wall time of scoring a one-batch file of r rows with the same settings (actor start, TensorFlow
+  import and model load, one batch, write). This is Ray's per-row overhead while it runs, which is
+  what a long job pays; e2e is what a short one pays.
+
+Actor settings tried, on `ray.init(num_cpus=CPUs)`: one actor using every CPU for TensorFlow's
+threads, and one actor per CPU with one thread each (Ray Data's read and write tasks each need a
+whole CPU of Ray's accounting, so the actors reserve CPUs − 1 in all). Rounds interleave the
+limit and the Ray runs, so other load on the machine hits them alike; ratios are medians of
+per-round ratios. Goal (issue 15): ray steady >= 80 % of the limit.
+
+    .venv/bin/python bench/scale.py --part batch [--rows 60000] [--rounds 2] [--batch-size 1024]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from batching import IN, export_mlp  # noqa: E402  (bench/batching.py: the same model)
+
+
+def write_parquet(path: pathlib.Path, x: np.ndarray, ids: np.ndarray, files: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sigserve.integrations.columns import to_column
+
+    path.mkdir(parents=True)
+    for i, part in enumerate(np.array_split(np.arange(len(x)), files)):
+        table = pa.table({"id": ids[part], "x": to_column(x[part], len(part), "x")})
+        pq.write_table(table, path / f"part-{i:03d}.parquet")
+
+
+def limit_rows_per_s(export_dir: str, batches: list[np.ndarray]) -> float:
+    import sigserve
+
+    servable = sigserve.load(export_dir)
+    try:
+        servable.predict({"x": batches[0]})  # warm-up: the first run builds TensorFlow's executors
+        t0 = time.monotonic()
+        rows = 0
+        for batch in batches:
+            servable.predict({"x": batch})
+            rows += len(batch)
+        return rows / (time.monotonic() - t0)
+    finally:
+        servable.close()
+
+
+def ray_seconds(
+    export_dir: str, data: pathlib.Path, out: pathlib.Path, cfg: dict[str, Any], bs: int
+) -> float:
+    from sigserve.integrations import ray_data
+
+    report = ray_data.score(
+        export_dir=export_dir,
+        signature_name="serving_default",
+        input=str(data),
+        output=str(out),
+        batch_size=bs,
+        overwrite=True,
+        **cfg,
+    )
+    return report.seconds
+
+
+def check_results(out: pathlib.Path, x: np.ndarray, export_dir: str) -> None:
+    """Ray's rows equal a direct predict (to float32 rounding: batch composition may differ)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import sigserve
+    from sigserve.integrations.columns import to_tensor
+
+    table = pa.concat_tables([pq.read_table(f) for f in sorted(out.glob("*.parquet"))])
+    assert table.num_rows == len(x), (table.num_rows, len(x))
+    ids = table.column("id").to_numpy()[:2000]
+    got = to_tensor(table.column("y").slice(0, 2000), "y")
+    with sigserve.load(export_dir) as servable:
+        want = servable.predict({"x": x[ids]})["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def batch_part(args: argparse.Namespace) -> None:
+    import ray
+
+    cpus = os.cpu_count() or 1
+    # Reads and writes need a whole CPU of Ray's accounting, so the actors reserve CPUs - 1 in all;
+    # TensorFlow's threads are what actually use the cores.
+    share = max(0.1, (cpus - 1) / cpus)
+    configs = {
+        f"1 actor x {cpus} threads": {
+            "actors": 1,
+            "cpus_per_actor": float(max(1, cpus - 1)),
+            "threads_per_actor": cpus,
+        },
+        f"{cpus} actors x 1 thread": {"actors": cpus, "cpus_per_actor": share, "threads_per_actor": 1},
+    }
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((args.rows, IN)).astype(np.float32)
+    ids = np.arange(args.rows, dtype=np.int64)
+    batches = [x[i : i + args.batch_size] for i in range(0, args.rows, args.batch_size)]
+
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = pathlib.Path(tmp_name)
+        export_dir = str(export_mlp(tmp))
+        write_parquet(tmp / "data", x, ids, args.files)
+        write_parquet(tmp / "one-batch", x[: args.batch_size], ids[: args.batch_size], 1)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        limit: list[float] = []
+        e2e: dict[str, list[float]] = {name: [] for name in configs}
+        steady: dict[str, list[float]] = {name: [] for name in configs}
+        startup: dict[str, list[float]] = {name: [] for name in configs}
+        try:
+            for r in range(args.rounds):
+                limit.append(limit_rows_per_s(export_dir, batches))
+                for name, cfg in configs.items():
+                    t_small = ray_seconds(
+                        export_dir, tmp / "one-batch", tmp / "out-small", cfg, args.batch_size
+                    )
+                    t_full = ray_seconds(export_dir, tmp / "data", tmp / "out", cfg, args.batch_size)
+                    if r == 0:
+                        check_results(tmp / "out", x, export_dir)
+                    startup[name].append(t_small)
+                    e2e[name].append(args.rows / t_full)
+                    steady[name].append((args.rows - args.batch_size) / max(1e-9, t_full - t_small))
+                line = "  ".join(f"{n}: e2e {e2e[n][-1]:.0f} steady {steady[n][-1]:.0f}" for n in configs)
+                print(f"round {r + 1}/{args.rounds} rows/s: limit {limit[-1]:.0f}  {line}", flush=True)
+        finally:
+            ray.shutdown()
+
+    print()
+    print(
+        f"Ray Data batch scoring, MLP {IN}-2048-2048-2048-16 float32, {args.rows} rows in {args.files} "
+        f"parquet files, batches of {args.batch_size}, {cpus} CPUs, {args.rounds} interleaved rounds"
+    )
+    print(f"{'mode':<26} {'rows/s':>8} {'of limit':>9} {'start-up s':>11}")
+    print(f"{'limit (1 process, no I/O)':<26} {statistics.median(limit):>8.0f} {'100%':>9} {'':>11}")
+    best_name, best = "", 0.0
+    for name in configs:
+        for kind, values in (("e2e", e2e[name]), ("steady", steady[name])):
+            ratio = statistics.median(v / lim for v, lim in zip(values, limit, strict=True))
+            extra = f"{statistics.median(startup[name]):>11.1f}" if kind == "e2e" else ""
+            print(
+                f"{'ray ' + kind + ', ' + name:<26} {statistics.median(values):>8.0f} {ratio:>9.0%} {extra}"
+            )
+            if kind == "steady" and ratio > best:
+                best_name, best = name, ratio
+    print()
+    verdict = "met" if best >= 0.8 else "NOT met"
+    print(f"best ray steady / limit = {best:.0%} ({best_name}; goal >= 80%: {verdict})")
+    print("per-round limit rows/s: " + " ".join(f"{v:.0f}" for v in limit))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--part", choices=("batch",), default="batch")
+    parser.add_argument("--rows", type=int, default=60_000)
+    parser.add_argument("--files", type=int, default=8, help="parquet files the rows are split into")
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if args.part == "batch":
+        batch_part(args)
+    print("command: .venv/bin/python bench/scale.py " + " ".join(sys.argv[1:]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
