@@ -102,7 +102,8 @@ def _tfrecord_block(records: list[bytes], path: str, start: int) -> pa.Table:
     )
 
 
-def read_dataset(path: str | Sequence[str], fmt: str) -> ray.data.Dataset:
+def read_dataset(paths: str | Sequence[str], fmt: str) -> ray.data.Dataset:
+    path = paths if isinstance(paths, str) else list(paths)
     if fmt == "parquet":
         return ray.data.read_parquet(path)
     if fmt == "csv":
@@ -137,9 +138,11 @@ def score_dataset(
     actors: int = 0,
     cpus_per_actor: float = 1.0,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    scorer: type[scoring.SignatureScorer] = scoring.SignatureScorer,
 ) -> ray.data.Dataset:
     """`ds` scored by `plan` on an actor pool: `actors` of them, or (0) from one up to as many as the
-    cluster's CPUs hold, less one for reading and writing. Each reserves `cpus_per_actor` CPUs."""
+    cluster's CPUs hold, less one for reading and writing. Each reserves `cpus_per_actor` CPUs.
+    `scorer`: a subclass of `SignatureScorer` to run instead (to time or log batches)."""
     cpus = float(ray.cluster_resources().get("CPU", 1.0))
     if actors > 0:
         if actors * cpus_per_actor > cpus - 1:
@@ -156,7 +159,7 @@ def score_dataset(
         spare = max(1, int((cpus - 1) // cpus_per_actor))  # one CPU stays for reads and writes
         compute = ray.data.ActorPoolStrategy(min_size=1, max_size=spare)
     return ds.map_batches(
-        scoring.SignatureScorer,
+        scorer,
         fn_constructor_args=(plan,),
         batch_format="pyarrow",
         batch_size=batch_size,
@@ -219,6 +222,7 @@ def score(
     batch_size: int = DEFAULT_BATCH_SIZE,
     preserve_order: bool = False,
     overwrite: bool = False,
+    scorer: type[scoring.SignatureScorer] = scoring.SignatureScorer,
 ) -> ScoreReport:
     """Read `input`, score every row with `signature_name` of the SavedModel at `export_dir`, write
     the results next to their keys at `output`. Needs a running Ray (`ray.init()`).
@@ -253,7 +257,9 @@ def score(
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = preserve_order or fmt == "numpy"
     started = time.monotonic()
-    scored = score_dataset(ds, plan, actors=actors, cpus_per_actor=cpus_per_actor, batch_size=batch_size)
+    scored = score_dataset(
+        ds, plan, actors=actors, cpus_per_actor=cpus_per_actor, batch_size=batch_size, scorer=scorer
+    )
     write_dataset(scored, output, out_fmt, overwrite=overwrite)
     return ScoreReport(export_dir, plan, output, out_fmt, time.monotonic() - started)
 

@@ -9,8 +9,8 @@ parsed into garbage requests.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from collections.abc import Iterator
+from typing import BinaryIO, Protocol
 
 from sigserve.errors import Code, SigserveError
 
@@ -44,7 +44,11 @@ def crc32c_python(data: bytes, crc: int = 0) -> int:
     return c ^ _U32
 
 
-def _fast_crc32c() -> Callable[[bytes, int], int] | None:
+class Crc32c(Protocol):
+    def __call__(self, data: bytes, crc: int = 0) -> int: ...
+
+
+def _fast_crc32c() -> Crc32c | None:
     """google-crc32c's C implementation (~400x faster), when installed (the `ray` extra has it)."""
     try:
         import google_crc32c
@@ -59,7 +63,7 @@ def _fast_crc32c() -> Callable[[bytes, int], int] | None:
     return crc32c
 
 
-crc32c: Callable[[bytes, int], int] = _fast_crc32c() or crc32c_python
+crc32c: Crc32c = _fast_crc32c() or crc32c_python
 
 
 def mask(crc: int) -> int:
