@@ -20,7 +20,16 @@ whole CPU of Ray's accounting, so the actors reserve CPUs − 1 in all). Rounds 
 limit and the Ray runs, so other load on the machine hits them alike; ratios are medians of
 per-round ratios. Goal (issue 15): ray steady >= 80 % of the limit.
 
+Part 2, `--part serve`: Ray Serve (`sigserve.integrations.ray_serve`) with 1 replica and with one
+replica per CPU, against plain `sigserve serve` on the same machine, for REST predict through
+Ray Serve's HTTP proxy, loaded by `wrk` (bench/loadgen.py) at each `--concurrency`. Two models:
+TF Serving's half_plus_two (1 row: the server's cost per request is everything) and the MLP
+(1 row: TensorFlow's cost dominates). Every setting has the same TensorFlow threads in all (1
+replica: CPUs threads; N replicas: 1 each). CPU seconds per request are split between Ray Serve's
+proxy and the replicas (from /proc), to show where the cores go.
+
     .venv/bin/python bench/scale.py --part batch [--rows 60000] [--rounds 2] [--batch-size 1024]
+    .venv/bin/python bench/scale.py --part serve [--duration 5] [--rounds 2] [--concurrency 8,32]
 """
 
 from __future__ import annotations
@@ -42,6 +51,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from batching import IN, export_mlp  # noqa: E402  (bench/batching.py: the same model)
+from loadgen import free_port, process_cpu_seconds, run_wrk, stop, wait_http  # noqa: E402
+
+HALF_PLUS_TWO = ROOT.parent / "shared" / "fixtures" / "tfserving" / "saved_model_half_plus_two_cpu"
 
 
 def write_parquet(path: pathlib.Path, x: np.ndarray, ids: np.ndarray, files: int) -> None:
@@ -202,18 +214,147 @@ def batch_part(args: argparse.Namespace) -> None:
     print("per-round limit rows/s: " + " ".join(f"{v:.0f}" for v in limit))
 
 
+def ray_serve_pids() -> dict[str, list[int]]:
+    """Ray Serve's processes by role, from their titles (Ray sets `ray::<Actor>` as the title)."""
+    roles: dict[str, list[int]] = {"proxy": [], "replicas": []}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                title = f.read().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("ray::ProxyActor"):
+            roles["proxy"].append(int(entry))
+        elif title.startswith("ray::ServeReplica"):
+            roles["replicas"].append(int(entry))
+    return roles
+
+
+def cpu_by_role(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {role: sum(process_cpu_seconds(p) for p in ps) for role, ps in pids.items()}
+
+
+def measure(
+    url: str, body: bytes, concurrency: int, duration: float, pids: dict[str, list[int]]
+) -> dict[str, float]:
+    before = cpu_by_role(pids)
+    rps, p50, p99, errors, requests = run_wrk(url, body, concurrency, duration)
+    after = cpu_by_role(pids)
+    if errors:
+        raise RuntimeError(f"{errors} failed requests of {requests} at {url}")
+    out = {"rps": rps, "p50": p50, "p99": p99}
+    for role in pids:
+        out[role] = (after[role] - before[role]) / max(1, requests) * 1e6  # CPU µs per request
+    return out
+
+
+def serve_part(args: argparse.Namespace) -> None:
+    import subprocess
+
+    import ray
+    from ray import serve
+
+    from sigserve.integrations import ray_serve
+    from sigserve.server.options import ServerOptions
+
+    cpus = os.cpu_count() or 1
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    rng = np.random.default_rng(0)
+    mlp_row = "[" + ",".join(f"{v:.3f}" for v in rng.standard_normal(IN)) + "]"
+    results: dict[tuple[str, str, int], list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = pathlib.Path(tmp_name)
+        workloads = {"half_plus_two": (HALF_PLUS_TWO, b'{"instances": [1.0]}')}
+        workloads["mlp"] = (export_mlp(tmp).parent, ('{"instances": [' + mlp_row + "]}").encode())
+        if not HALF_PLUS_TWO.is_dir():
+            print(f"skipping half_plus_two: {HALF_PLUS_TWO} is absent (../shared)")
+            del workloads["half_plus_two"]
+        settings = {
+            "sigserve serve (no Ray)": 0,
+            "Ray Serve, 1 replica": 1,
+            f"Ray Serve, {cpus} replicas": cpus,
+        }
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        try:
+            for r in range(args.rounds):
+                for model, (base, body) in workloads.items():
+                    for setting, replicas in settings.items():
+                        if replicas == 0:
+                            plain = free_port()
+                            proc = subprocess.Popen(
+                                [sys.executable, "-m", "sigserve.cli", "serve", "--port=0",
+                                 f"--rest_api_port={plain}", "--rest_api_host=127.0.0.1",
+                                 "--model_name=m", f"--model_base_path={base}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT),
+                            )  # fmt: skip
+                            try:
+                                wait_http(f"http://127.0.0.1:{plain}/readyz", proc)
+                                pids = {"server": [proc.pid]}
+                                url = f"http://127.0.0.1:{plain}/v1/models/m:predict"
+                                for c in concurrencies:
+                                    m = measure(url, body, c, args.duration, pids)
+                                    results.setdefault((model, setting, c), []).append(m)
+                            finally:
+                                stop(proc)
+                            continue
+                        options = ServerOptions(
+                            model_name="m", model_base_path=str(base),
+                            tensorflow_session_parallelism=max(1, cpus // replicas),
+                        )  # fmt: skip
+                        application = ray_serve.build_app(
+                            options, num_replicas=replicas, ray_actor_options={"num_cpus": cpus / replicas}
+                        )
+                        serve.run(application, name="bench", route_prefix="/")
+                        try:
+                            url = f"http://127.0.0.1:{port}/v1/models/m:predict"
+                            pids = ray_serve_pids()
+                            for c in concurrencies:
+                                m = measure(url, body, c, args.duration, pids)
+                                results.setdefault((model, setting, c), []).append(m)
+                        finally:
+                            serve.delete("bench")
+                    print(f"round {r + 1}/{args.rounds}: {model} done", flush=True)
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+
+    print()
+    print(
+        f"REST predict, 1 row, wrk on loopback, {cpus} CPUs, {args.duration:g} s per point, "
+        f"{args.rounds} rounds (medians); CPU µs per request by process"
+    )
+    print(
+        "| model | setting | concurrency | req/s | p50 ms | p99 ms | CPU µs/req: server or proxy+replicas |"
+    )
+    print("|---|---|---:|---:|---:|---:|---|")
+    for (model, setting, c), ms in results.items():
+        med = {k: statistics.median(m[k] for m in ms) for k in ms[0]}
+        cpu = f"{med['server']:.0f}" if "server" in med else f"{med['proxy']:.0f} + {med['replicas']:.0f}"
+        print(
+            f"| {model} | {setting} | {c} | {med['rps']:.0f} | {med['p50']:.2f} | {med['p99']:.2f} | {cpu} |"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--part", choices=("batch",), default="batch")
+    parser.add_argument("--part", choices=("batch", "serve"), default="batch")
     parser.add_argument("--rows", type=int, default=60_000)
     parser.add_argument("--files", type=int, default=8, help="parquet files the rows are split into")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--duration", type=float, default=5.0, help="serve: seconds per point")
+    parser.add_argument("--concurrency", default="8,32", help="serve: wrk connections, comma-separated")
     args = parser.parse_args()
     if args.part == "batch":
         batch_part(args)
+    else:
+        serve_part(args)
     print("command: .venv/bin/python bench/scale.py " + " ".join(sys.argv[1:]))
     return 0
 
