@@ -29,7 +29,7 @@ replica: CPUs threads; N replicas: 1 each). CPU seconds per request are split be
 proxy and the replicas (from /proc), to show where the cores go.
 
     .venv/bin/python bench/scale.py --part batch [--rows 60000] [--rounds 2] [--batch-size 1024]
-    .venv/bin/python bench/scale.py --part serve [--duration 5] [--rounds 2] [--concurrency 8,32]
+    .venv/bin/python bench/scale.py --part serve [--duration 5] [--rounds 2] [--concurrency 1,8]
 """
 
 from __future__ import annotations
@@ -46,12 +46,18 @@ from typing import Any
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+HERE = ROOT / "bench"
+# bench/grpc.py would shadow the grpc package (Ray Serve imports it): this directory goes last.
+sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != HERE] + [str(HERE)]
 sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from batching import IN, export_mlp  # noqa: E402  (bench/batching.py: the same model)
 from loadgen import free_port, process_cpu_seconds, run_wrk, stop, wait_http  # noqa: E402
+
+# Ray puts the driver's script directory on its workers' path only if it is on the driver's: off it
+# now that this script's neighbours are imported, so no Ray worker imports bench/grpc.py as grpc.
+sys.path.remove(str(HERE))
 
 HALF_PLUS_TWO = ROOT.parent / "shared" / "fixtures" / "tfserving" / "saved_model_half_plus_two_cpu"
 
@@ -242,9 +248,7 @@ def measure(
     before = cpu_by_role(pids)
     rps, p50, p99, errors, requests = run_wrk(url, body, concurrency, duration)
     after = cpu_by_role(pids)
-    if errors:
-        raise RuntimeError(f"{errors} failed requests of {requests} at {url}")
-    out = {"rps": rps, "p50": p50, "p99": p99}
+    out = {"rps": rps, "p50": p50, "p99": p99, "errors": errors}
     for role in pids:
         out[role] = (after[role] - before[role]) / max(1, requests) * 1e6  # CPU µs per request
     return out
@@ -278,7 +282,8 @@ def serve_part(args: argparse.Namespace) -> None:
         }
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
         port = free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        quiet = {"enable_access_log": False, "log_level": "WARNING"}  # a log line per request costs
+        serve.start(http_options={"host": "127.0.0.1", "port": port}, logging_config=quiet)
         try:
             for r in range(args.rounds):
                 for model, (base, body) in workloads.items():
@@ -306,7 +311,10 @@ def serve_part(args: argparse.Namespace) -> None:
                             tensorflow_session_parallelism=max(1, cpus // replicas),
                         )  # fmt: skip
                         application = ray_serve.build_app(
-                            options, num_replicas=replicas, ray_actor_options={"num_cpus": cpus / replicas}
+                            options,
+                            num_replicas=replicas,
+                            ray_actor_options={"num_cpus": cpus / replicas},
+                            logging_config=quiet,
                         )
                         serve.run(application, name="bench", route_prefix="/")
                         try:
@@ -328,14 +336,16 @@ def serve_part(args: argparse.Namespace) -> None:
         f"{args.rounds} rounds (medians); CPU µs per request by process"
     )
     print(
-        "| model | setting | concurrency | req/s | p50 ms | p99 ms | CPU µs/req: server or proxy+replicas |"
+        "| model | setting | concurrency | req/s | p50 ms | p99 ms | errors | "
+        "CPU µs/req: server or proxy+replicas |"
     )
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("|---|---|---:|---:|---:|---:|---:|---|")
     for (model, setting, c), ms in results.items():
         med = {k: statistics.median(m[k] for m in ms) for k in ms[0]}
         cpu = f"{med['server']:.0f}" if "server" in med else f"{med['proxy']:.0f} + {med['replicas']:.0f}"
         print(
-            f"| {model} | {setting} | {c} | {med['rps']:.0f} | {med['p50']:.2f} | {med['p99']:.2f} | {cpu} |"
+            f"| {model} | {setting} | {c} | {med['rps']:.0f} | {med['p50']:.2f} | {med['p99']:.2f} | "
+            f"{sum(m['errors'] for m in ms):.0f} | {cpu} |"
         )
 
 
@@ -349,7 +359,7 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=5.0, help="serve: seconds per point")
-    parser.add_argument("--concurrency", default="8,32", help="serve: wrk connections, comma-separated")
+    parser.add_argument("--concurrency", default="1,8", help="serve: wrk connections, comma-separated")
     args = parser.parse_args()
     if args.part == "batch":
         batch_part(args)
