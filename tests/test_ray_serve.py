@@ -29,22 +29,21 @@ SLOPES = {1: 0.5, 2: 1.5}  # y = a x + 2 in version v of model "lin"
 
 
 def export_linear(base: pathlib.Path, version: int) -> pathlib.Path:
-    """A TF1 SavedModel y = a*x + 2 whose slope says which version answered."""
+    """A SavedModel y = a*x + 2 (input x [-1, 1], output y) whose slope says which version answered."""
     import tensorflow as tf
 
-    v1 = tf.compat.v1
+    class Linear(tf.Module):
+        def __init__(self, slope: float) -> None:
+            super().__init__()
+            self.slope = tf.Variable(slope)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 1], tf.float32, name="x")])
+        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": self.slope * x + 2.0}
+
+    module = Linear(SLOPES[version])
     export_dir = base / str(version)
-    graph = tf.Graph()
-    with graph.as_default():
-        a = v1.Variable(SLOPES[version], name="a")
-        x = v1.placeholder(tf.float32, shape=[None, 1], name="x")
-        y = tf.add(a * x, 2.0, name="y")
-        sig = v1.saved_model.signature_def_utils.predict_signature_def({"x": x}, {"y": y})
-        with v1.Session(graph=graph) as sess:
-            sess.run(v1.global_variables_initializer())
-            builder = v1.saved_model.Builder(str(export_dir))
-            builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map={"serving_default": sig})
-            builder.save()
+    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": module.serve})
     return export_dir
 
 
