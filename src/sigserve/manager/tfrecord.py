@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from sigserve.errors import Code, SigserveError
 
@@ -33,13 +33,37 @@ def _make_table() -> tuple[int, ...]:
 _TABLE = _make_table()
 
 
-def crc32c(data: bytes, crc: int = 0) -> int:
-    """CRC-32C of `data` (continuing from `crc`); crc32c(b"123456789") == 0xE3069283."""
+def crc32c_python(data: bytes, crc: int = 0) -> int:
+    """CRC-32C of `data` (continuing from `crc`); crc32c(b"123456789") == 0xE3069283.
+
+    About 11 MB/s: fine for warmup files, too slow for scoring data sets (`sigserve score`)."""
     table = _TABLE
     c = crc ^ _U32
     for byte in data:
         c = table[(c ^ byte) & 0xFF] ^ (c >> 8)
     return c ^ _U32
+
+
+class Crc32c(Protocol):
+    def __call__(self, data: bytes, crc: int = 0) -> int: ...
+
+
+def _fast_crc32c() -> Crc32c | None:
+    """google-crc32c's C implementation (~400x faster), when installed (the `ray` extra has it)."""
+    try:
+        import google_crc32c
+    except ImportError:
+        return None
+    if getattr(google_crc32c, "implementation", "") != "c":
+        return None
+
+    def crc32c(data: bytes, crc: int = 0) -> int:
+        return int(google_crc32c.extend(crc, data))
+
+    return crc32c
+
+
+crc32c: Crc32c = _fast_crc32c() or crc32c_python
 
 
 def mask(crc: int) -> int:

@@ -16,7 +16,6 @@ grpc.health.v1 with `--enable_grpc_healthcheck_service`.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 from typing import Any
@@ -26,7 +25,7 @@ import grpc
 from sigserve.errors import invalid_argument, unavailable
 from sigserve.protos import MODEL_SERVICE, PREDICTION_SERVICE
 from sigserve.server.grpc_handlers import PredictionServices
-from sigserve.server.grpc_methods import Method, method_table, rpc_status
+from sigserve.server.grpc_methods import Method, call_method, method_table, rpc_status
 from sigserve.server.options import ServerOptions, worker_threads
 from sigserve.service import PredictionService
 
@@ -179,11 +178,7 @@ def _grpcio_handler(method: Method, executor: concurrent.futures.Executor) -> gr
     async def handler(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         ctx = method.context(_timeout(context), _metadata(context))
         try:
-            if method.inline is not None:
-                out = method.inline(data, ctx)
-                if out is not None:
-                    return out
-            return await asyncio.get_running_loop().run_in_executor(executor, method.body, data, ctx)
+            return await call_method(method, data, ctx, executor)
         except Exception as e:
             code, message = rpc_status(e)
             await context.abort(grpc_status(code), message)

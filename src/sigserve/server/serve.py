@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
@@ -180,6 +181,43 @@ def make_core(
     )
 
 
+@dataclasses.dataclass
+class ServerParts:
+    """One server's in-process parts, without listeners: what `sigserve serve` puts behind its ports,
+    and what a host that brings its own (a Ray Serve replica) embeds. `app` is the REST ASGI app;
+    `service` is what the gRPC methods call. `core.start()` loads the models."""
+
+    options: ServerOptions
+    config: ModelServerConfig
+    metrics: Metrics
+    scheduler: BatchScheduler | None
+    core: ServerCore
+    service: PredictionService
+    app: RestApp
+
+    def stop(self) -> None:
+        """Unload every model, drain batching, stop the REST pool (blocking; errors are logged)."""
+        self.app.shutting_down = True
+        _stop_quietly(self.core.stop)
+        if self.scheduler is not None:
+            _stop_quietly(self.scheduler.stop)
+        _stop_quietly(self.app.close)
+
+
+def build(options: ServerOptions) -> ServerParts:
+    """The parts `options` describe, checked (TF Serving's start-up errors as `SigserveError`)."""
+    validate(options)
+    config = build_model_config(options)
+    path = metrics_path(options)
+    metrics = Metrics()
+    scheduler = make_batch_scheduler(options, registry=metrics.registry)
+    core = make_core(options, config, make_loader(options, scheduler), metrics)
+    service = PredictionService(core, metrics)
+    return ServerParts(
+        options, config, metrics, scheduler, core, service, create_app(service, options, metrics_path=path)
+    )
+
+
 # -- listeners -------------------------------------------------------------------------------------
 
 
@@ -255,7 +293,7 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-async def _poll_config_file(options: ServerOptions, core: Any, app: RestApp, holder: dict[str, Any]) -> None:
+async def poll_config_file(options: ServerOptions, core: Any, app: RestApp, holder: dict[str, Any]) -> None:
     """`--model_config_file_poll_wait_seconds`: re-read the file and hand changes to the manager."""
     period = float(options.model_config_file_poll_wait_seconds)
     last = _read_text(options.model_config_file, "--model_config_file")
@@ -298,19 +336,13 @@ async def serve_async(
             rest.force()
 
     try:
-        validate(options)
-        config = build_model_config(options)
-        path = metrics_path(options)
-        metrics = Metrics()
-        scheduler = make_batch_scheduler(options, registry=metrics.registry)
-        core = make_core(options, config, make_loader(options, scheduler), metrics)
+        parts = build(options)
     except SigserveError as e:
         _say(f"Failed to start server. Error: {e.to_string()}")
         return 1
 
-    holder: dict[str, Any] = {"config": config}
-    service = PredictionService(core, metrics)
-    app = create_app(service, options, metrics_path=path)
+    core, service, app = parts.core, parts.service, parts.app
+    holder: dict[str, Any] = {"config": parts.config}
     grpc_server: Any = None
     poller: asyncio.Task[None] | None = None
     freezer: GcFreezer | None = None
@@ -356,7 +388,7 @@ async def serve_async(
             if ready is not None:
                 ready()
             if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
-                poller = asyncio.ensure_future(_poll_config_file(options, core, app, holder))
+                poller = asyncio.ensure_future(poll_config_file(options, core, app, holder))
             await stopped
         else:
             stopped.result()
@@ -374,10 +406,7 @@ async def serve_async(
         if poller is not None:
             poller.cancel()
         await _shutdown(options, rest, grpc_server, force["count"] > 1)
-        await loop.run_in_executor(None, _stop_quietly, core.stop)
-        if scheduler is not None:
-            await loop.run_in_executor(None, _stop_quietly, scheduler.stop)
-        await loop.run_in_executor(None, app.close)
+        await loop.run_in_executor(None, parts.stop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
