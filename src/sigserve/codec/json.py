@@ -31,6 +31,7 @@ __all__ = [
     "encode_error",
     "encode_predict",
     "encode_regress",
+    "encode_tensor",
     "parse_examples",
     "parse_predict",
     "value_to_string",
@@ -606,6 +607,11 @@ def _tensor_json(array: np.ndarray, name: str) -> bytes:
     if text is None:
         raise _write_error(array)
     return text
+
+
+def encode_tensor(array: np.ndarray, name: str) -> bytes:
+    """One tensor's JSON value as a predict response writes it (`name` decides the `_bytes` rule)."""
+    return _tensor_json(array, name)
 
 
 def encode_error(message: str) -> bytes:

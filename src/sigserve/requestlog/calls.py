@@ -1,0 +1,208 @@
+"""One served call, as the request path hands it to the request logger, and the two record formats
+built from it in the logger's writer thread (never on the request path).
+
+A `Call` holds what the service already has once a call has been answered: the model spec as
+requested, the version and signature that served it, and the request and response in decoded form
+(numpy tensors for Predict, protos for the tf.Example APIs). It may also hold a request or response
+as the serialized message that came off (or goes onto) the wire; such bytes are logged as they are.
+
+Records:
+- `prediction_log(call, ...)`: TF Serving's `PredictionLog` (predict_log / classify_log / regress_log /
+  multi_inference_log), the record type of its request logs and of `tf_serving_warmup_requests`.
+- `json_line(call)`: one JSON object with the request and response as the REST API writes them, so
+  `jq '.request'` is a body that `curl -d` can send again (`codec/json_records.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from sigserve.protos import logging_pb2, model_pb2, prediction_log_pb2
+
+PREDICT = "predict"
+CLASSIFY = "classify"
+REGRESS = "regress"
+MULTI_INFERENCE = "multi_inference"
+APIS = (PREDICT, CLASSIFY, REGRESS, MULTI_INFERENCE)
+
+
+@dataclasses.dataclass
+class Call:
+    """One answered call. `request` / `response` by `api`:
+
+    - predict: `Mapping[alias, np.ndarray]` inputs / outputs (or the serialized PredictRequest /
+      PredictResponse); `output_filter` as requested;
+    - classify, regress: `input_pb2.Input` / `ClassificationResult` or `RegressionResult`;
+    - multi_inference: `MultiInferenceRequest` / `MultiInferenceResponse`.
+
+    `version` and `signature` are what served the call; `requested_version` / `requested_label` and
+    `requested_signature` are the request's own model spec ("" / None when it named none).
+    Nobody may change the objects after handing them over: the writer thread reads them later.
+    """
+
+    api: str
+    model: str
+    version: int
+    signature: str
+    request: Any
+    response: Any
+    time: float
+    requested_version: int | None = None
+    requested_label: str | None = None
+    requested_signature: str = ""
+    output_filter: Sequence[str] = ()
+
+    def approximate_bytes(self) -> int:
+        """What holding this call in the queue costs, roughly (tensor bytes, proto sizes)."""
+        return _size(self.request) + _size(self.response)
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return len(value)
+    if isinstance(value, Mapping):
+        total = 0
+        for array in value.values():
+            total += int(getattr(array, "nbytes", 64))
+            if getattr(getattr(array, "dtype", None), "kind", "") == "O":
+                total += sum(len(v) for v in array.reshape(-1).tolist() if isinstance(v, bytes))
+        return total
+    byte_size = getattr(value, "ByteSize", None)
+    return int(byte_size()) if byte_size is not None else 64
+
+
+# -- PredictionLog ---------------------------------------------------------------------------------
+
+
+def _requested_spec(out: model_pb2.ModelSpec, call: Call) -> None:
+    out.name = call.model
+    if call.requested_version is not None:
+        out.version.value = call.requested_version
+    elif call.requested_label is not None:
+        out.version_label = call.requested_label
+    if call.requested_signature:
+        out.signature_name = call.requested_signature
+
+
+def _served_spec(out: model_pb2.ModelSpec, call: Call) -> None:
+    out.name = call.model
+    out.version.value = call.version
+    out.signature_name = call.signature
+
+
+def _tensors(out: Any, tensors: Mapping[str, Any]) -> None:
+    from sigserve.codec.tensor import from_ndarray
+
+    for alias, array in tensors.items():
+        out[alias].CopyFrom(from_ndarray(array, tensor_content=True))
+
+
+def prediction_log(call: Call, metadata: logging_pb2.LogMetadata) -> prediction_log_pb2.PredictionLog:
+    """The PredictionLog of `call`; `metadata` carries what is per model (sampling config, tags)."""
+    log = prediction_log_pb2.PredictionLog()
+    log.log_metadata.CopyFrom(metadata)
+    _served_spec(log.log_metadata.model_spec, call)
+    log.log_metadata.timestamp_secs = int(call.time)
+    if call.api == PREDICT:
+        entry: Any = log.predict_log
+        if isinstance(call.request, bytes):
+            entry.request.MergeFromString(call.request)
+        else:
+            _requested_spec(entry.request.model_spec, call)
+            _tensors(entry.request.inputs, call.request)
+            entry.request.output_filter.extend(call.output_filter)
+        if isinstance(call.response, bytes):
+            entry.response.MergeFromString(call.response)
+        else:
+            _served_spec(entry.response.model_spec, call)
+            _tensors(entry.response.outputs, call.response)
+    elif call.api in (CLASSIFY, REGRESS):
+        entry = log.classify_log if call.api == CLASSIFY else log.regress_log
+        if isinstance(call.request, bytes):
+            entry.request.MergeFromString(call.request)
+        else:
+            _requested_spec(entry.request.model_spec, call)
+            entry.request.input.CopyFrom(call.request)
+        if isinstance(call.response, bytes):
+            entry.response.MergeFromString(call.response)
+        else:
+            _served_spec(entry.response.model_spec, call)
+            entry.response.result.CopyFrom(call.response)
+    elif call.api == MULTI_INFERENCE:
+        entry = log.multi_inference_log
+        for target, value in ((entry.request, call.request), (entry.response, call.response)):
+            if isinstance(value, bytes):
+                target.MergeFromString(value)
+            else:
+                target.CopyFrom(value)
+    else:
+        raise ValueError(f"not a logged API: {call.api!r}")
+    return log
+
+
+# -- JSON lines ------------------------------------------------------------------------------------
+
+
+def _timestamp(seconds: float) -> str:
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _decoded(call: Call) -> tuple[Any, Any]:
+    """The request and response in decoded form (serialized messages are parsed here)."""
+    if not isinstance(call.request, bytes) and not isinstance(call.response, bytes):
+        return call.request, call.response
+    from sigserve.codec.tensor import to_ndarray
+
+    log = prediction_log(call, logging_pb2.LogMetadata())
+    if call.api == PREDICT:
+        request = {a: to_ndarray(t, a) for a, t in log.predict_log.request.inputs.items()}
+        response = {a: to_ndarray(t, a) for a, t in log.predict_log.response.outputs.items()}
+        return request, response
+    if call.api in (CLASSIFY, REGRESS):
+        entry: Any = log.classify_log if call.api == CLASSIFY else log.regress_log
+        return entry.request.input, entry.response.result
+    return log.multi_inference_log.request, log.multi_inference_log.response
+
+
+def json_line(call: Call) -> bytes:
+    """One line (with its newline): `time`, `model`, `version`, `signature`, `api`, the request's own
+    `model_spec` choice when it made one, then `request` and `response` in REST form."""
+    from sigserve.codec import json as codec_json
+    from sigserve.codec import json_records
+
+    head: dict[str, Any] = {
+        "time": _timestamp(call.time),
+        "model": call.model,
+        "version": call.version,
+        "signature": call.signature,
+        "api": call.api,
+    }
+    if call.requested_version is not None:
+        head["requested_version"] = call.requested_version
+    elif call.requested_label is not None:
+        head["requested_label"] = call.requested_label
+    request, response = _decoded(call)
+    signature = orjson.dumps(call.requested_signature) if call.requested_signature else b""
+    prefix = b'{"signature_name":' + signature + b"," if signature else b"{"
+    if call.api == PREDICT:
+        body = prefix + b'"inputs":' + json_records.tensor_map_json(request)
+        if call.output_filter:
+            body += b',"output_filter":' + orjson.dumps(list(call.output_filter))
+        request_json = body + b"}"
+        response_json = b'{"outputs":' + json_records.tensor_map_json(response) + b"}"
+    elif call.api in (CLASSIFY, REGRESS):
+        request_json = prefix + json_records.input_json(request) + b"}"
+        encode = codec_json.encode_classify if call.api == CLASSIFY else codec_json.encode_regress
+        response_json = encode(response)
+    else:
+        from google.protobuf import json_format
+
+        request_json = orjson.dumps(json_format.MessageToDict(request, preserving_proto_field_name=True))
+        response_json = orjson.dumps(json_format.MessageToDict(response, preserving_proto_field_name=True))
+    return orjson.dumps(head)[:-1] + b',"request":' + request_json + b',"response":' + response_json + b"}\n"
