@@ -71,6 +71,8 @@ HELP: dict[str, str] = {
     "enable_signature_method_name_check": "require classify/regress signatures to have those method names",
     "enable_batching": "batch concurrent requests (tune with --batching_parameters_file)",
     "batching_parameters_file": "text BatchingParameters, e.g. max_batch_size { value: 128 }",
+    "log_format": "the server's own log: text (default) or json (one object per line with time, level, "
+    "logger, message, model, version, request_id)",
 }
 
 

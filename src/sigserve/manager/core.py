@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sigserve.errors import Code, SigserveError, not_found
+from sigserve.logformat import log_context
 from sigserve.manager import config as config_module
 from sigserve.manager import labels as labels_module
 from sigserve.manager import policy as policy_module
@@ -435,7 +436,8 @@ class ServerCore:
 
     def _action(self, target: Callable[[_Model, _Version], _Event], model: _Model, entry: _Version) -> None:
         try:
-            event = target(model, entry)
+            with log_context(model=entry.name, version=entry.version):
+                event = target(model, entry)
             self._publish([event])
         finally:
             with self._lock:

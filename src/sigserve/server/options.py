@@ -56,6 +56,7 @@ class ServerOptions:
 
     # Monitoring.
     monitoring_config_file: str = ""
+    log_format: str = "text"  # or "json": one JSON object per line (sigserve/logformat.py)
 
 
 def worker_threads(configured: int) -> int:

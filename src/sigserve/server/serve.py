@@ -17,13 +17,12 @@ import contextlib
 import logging
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from sigserve import batching
+from sigserve import batching, logformat
 from sigserve.batching import BatchScheduler
 from sigserve.errors import Code, SigserveError, invalid_argument
 from sigserve.interfaces import RunnerWrapper, Servable
@@ -216,6 +215,8 @@ class RestServer:
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, round(grace)),
             timeout_keep_alive=60,
+            # In JSON mode uvicorn's loggers go through the root handler instead of printing text.
+            **({"log_config": None} if logformat.is_json() else {}),
         )
         self.config.load()
         self.server = uvicorn.Server(self.config)
@@ -243,7 +244,7 @@ class RestServer:
 
 
 def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    logformat.say(line)
 
 
 async def _poll_config_file(options: ServerOptions, core: Any, app: RestApp, holder: dict[str, Any]) -> None:
@@ -401,5 +402,9 @@ def main(options: ServerOptions) -> int:
     bare uvicorn app that burns 250 µs per request shows the same (uvloop p99 320-400 ms, asyncio
     22 ms). uvloop's lower protocol cost (~5 µs a request) does not make up for that.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logformat.configure(options.log_format)
+    except SigserveError as e:
+        _say(f"Failed to start server. Error: {e.to_string()}")
+        return 1
     return asyncio.run(serve_async(options, freeze_gc=True))
