@@ -14,7 +14,7 @@ from sigserve import __version__
 from sigserve.errors import SigserveError
 
 # Order is the order shown in --help.
-COMMANDS = ("show", "signature", "validate", "run", "serve", "predict")
+COMMANDS = ("show", "signature", "validate", "run", "serve", "predict", "warmup")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -636,7 +636,11 @@ def parse_examples(body: bytes, method: str) -> ExamplesBody:
     `method` is "classify" or "regress"; TF Serving's messages say "classify" for both.
     """
     del method  # the texts are the same for both (a TF Serving quirk kept on purpose)
-    doc = _parse_object(body)
+    return examples_from_doc(_parse_object(body))
+
+
+def examples_from_doc(doc: dict[str, Any]) -> ExamplesBody:
+    """`parse_examples` of a body already parsed (a JSON object as a dict)."""
     signature_name = _signature_name(doc)
     result = input_pb2.Input()
     has_context = "context" in doc

@@ -6,8 +6,8 @@ for `_bytes` names); a record cannot lose bytes, so here a string that is not va
 `{"b64": ...}`, which the REST parsers read back to the same bytes. Numbers are written as the REST
 API writes them (shortest text that reads back to the same float32/float64; NaN/Infinity tokens).
 
-Reading back is the REST API's own parsing: `json.parse_predict(...).to_inputs(dtypes)` for
-`tensor_map_json` under `"inputs"`, `json.parse_examples` for `input_json`.
+Reading back is the REST API's own parsing (`read_record`, `predict_inputs`, `examples_input`): the
+JSON dialect with NaN/Infinity tokens, the signature's dtypes for the tensors, tf.Example rules.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from sigserve.codec import _jsonwrite
+from sigserve.codec import _jsonparse, _jsonwrite
 from sigserve.codec import json as codec_json
+from sigserve.errors import invalid_argument
 from sigserve.protos import example_pb2, input_pb2
 
 
@@ -84,3 +85,25 @@ def input_json(input: input_pb2.Input) -> bytes:
         return b'"context":' + example_json(with_context.context) + b',"examples":[' + examples + b"]"
     examples = b",".join(example_json(e) for e in input.example_list.examples)
     return b'"examples":[' + examples + b"]"
+
+
+# -- reading back ----------------------------------------------------------------------------------
+
+
+def read_record(text: bytes) -> dict[str, Any]:
+    """One record (a JSON object, NaN/Infinity allowed) as a dict; INVALID_ARGUMENT otherwise."""
+    doc = _jsonparse.loads(text)
+    if not isinstance(doc, dict):
+        raise invalid_argument("A JSON-lines record must be a JSON object")
+    return doc
+
+
+def predict_inputs(request: dict[str, Any], input_dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """The tensors of a predict request object, typed by the signature's inputs (alias -> DataType)."""
+    body = codec_json.PredictBody(signature_name=str(request.get("signature_name", "")), doc=request)
+    return body.to_inputs(input_dtypes)[0]
+
+
+def examples_input(request: dict[str, Any]) -> input_pb2.Input:
+    """The Input of a classify/regress request object."""
+    return codec_json.examples_from_doc(request).input
