@@ -1,10 +1,11 @@
 """One served call, as the request path hands it to the request logger, and the two record formats
 built from it in the logger's writer thread (never on the request path).
 
-A `Call` holds what the service already has once a call has been answered: the model spec as
-requested, the version and signature that served it, and the request and response in decoded form
-(numpy tensors for Predict, protos for the tf.Example APIs). It may also hold a request or response
-as the serialized message that came off (or goes onto) the wire; such bytes are logged as they are.
+A `Call` (the service's `AnsweredCall`) holds what the service already has once a call has been
+answered: the model spec as requested, the version and signature that served it, and the request
+and response in decoded form (numpy tensors for Predict, protos for the tf.Example APIs). It may
+also hold a request or response as the serialized message that came off (or goes onto) the wire;
+such bytes are logged as they are.
 
 Records:
 - `prediction_log(call, ...)`: TF Serving's `PredictionLog` (predict_log / classify_log / regress_log /
@@ -15,14 +16,14 @@ Records:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from sigserve.protos import logging_pb2, model_pb2, prediction_log_pb2
+from sigserve.service.calls import AnsweredCall
 
 PREDICT = "predict"
 CLASSIFY = "classify"
@@ -31,35 +32,13 @@ MULTI_INFERENCE = "multi_inference"
 APIS = (PREDICT, CLASSIFY, REGRESS, MULTI_INFERENCE)
 
 
-@dataclasses.dataclass
-class Call:
-    """One answered call. `request` / `response` by `api`:
+Call = AnsweredCall
+"""What the service hands its observer for each answered call (`sigserve.service.AnsweredCall`)."""
 
-    - predict: `Mapping[alias, np.ndarray]` inputs / outputs (or the serialized PredictRequest /
-      PredictResponse); `output_filter` as requested;
-    - classify, regress: `input_pb2.Input` / `ClassificationResult` or `RegressionResult`;
-    - multi_inference: `MultiInferenceRequest` / `MultiInferenceResponse`.
 
-    `version` and `signature` are what served the call; `requested_version` / `requested_label` and
-    `requested_signature` are the request's own model spec ("" / None when it named none).
-    Nobody may change the objects after handing them over: the writer thread reads them later.
-    """
-
-    api: str
-    model: str
-    version: int
-    signature: str
-    request: Any
-    response: Any
-    time: float
-    requested_version: int | None = None
-    requested_label: str | None = None
-    requested_signature: str = ""
-    output_filter: Sequence[str] = ()
-
-    def approximate_bytes(self) -> int:
-        """What holding this call in the queue costs, roughly (tensor bytes, proto sizes)."""
-        return _size(self.request) + _size(self.response)
+def approximate_bytes(call: Call) -> int:
+    """What holding `call` in the queue costs, roughly (tensor bytes, proto sizes)."""
+    return _size(call.request) + _size(call.response)
 
 
 def _size(value: Any) -> int:

@@ -172,6 +172,19 @@ class RequestLogger:
             assert self._thread is not None
             self._thread.start()
 
+    def check(self, config: Any) -> None:
+        """Raise INVALID_ARGUMENT, changing nothing, when `update(config)` would."""
+        if config.WhichOneof("config") == "model_config_list":
+            for model in config.model_config_list.config:
+                if model.HasField("logging_config"):
+                    check_logging_config(model.name, model.logging_config)
+
+    # The service's CallObserver: a new config, each sampled call.
+    configure = update
+
+    def observe(self, ticket: Route, call: calls.Call) -> None:
+        self.submit(ticket, call)
+
     @property
     def models(self) -> list[str]:
         """The models whose calls are sampled now."""
@@ -190,7 +203,7 @@ class RequestLogger:
 
     def submit(self, route: Route, call: calls.Call) -> None:
         """Queue `call` for writing; never blocks, never raises. A full queue drops it (counted)."""
-        size = call.approximate_bytes()
+        size = calls.approximate_bytes(call)
         settings = self.settings
         with self._lock:
             if (

@@ -28,10 +28,11 @@ from sigserve.errors import Code, SigserveError, invalid_argument
 from sigserve.interfaces import RunnerWrapper, Servable
 from sigserve.manager import LoadRequest, ServerCore
 from sigserve.protos.model_server_config_pb2 import ModelServerConfig
+from sigserve.requestlog import RequestLogger
 from sigserve.server.gcfreeze import GcFreezer
 from sigserve.server.options import ServerOptions
 from sigserve.server.rest import DEFAULT_METRICS_PATH, RestApp, create_app
-from sigserve.service import Metrics, PredictionService
+from sigserve.service import CallContext, Metrics, PredictionService
 
 logger = logging.getLogger("sigserve.serve")
 
@@ -170,6 +171,22 @@ def make_core(
     )
 
 
+def make_request_logger(options: ServerOptions, config: ModelServerConfig, metrics: Metrics) -> RequestLogger:
+    """Request logging as the config's logging_configs say; a bad one is a start-up failure."""
+    from sigserve.requestlog import RequestLogger, Settings
+
+    settings = Settings(
+        queue_size=options.request_log_queue_size,
+        queue_bytes=options.request_log_queue_bytes,
+        max_file_bytes=options.request_log_max_file_bytes,
+        rotate_seconds=options.request_log_rotate_seconds,
+    )
+    tags = [t.strip() for t in options.saved_model_tags.split(",") if t.strip()]
+    request_logger = RequestLogger(settings, registry=metrics.registry, saved_model_tags=tags)
+    request_logger.update(config)
+    return request_logger
+
+
 # -- listeners -------------------------------------------------------------------------------------
 
 
@@ -216,7 +233,7 @@ class RestServer:
             timeout_graceful_shutdown=max(1, round(grace)),
             timeout_keep_alive=60,
             # In JSON mode uvicorn's loggers go through the root handler instead of printing text.
-            **({"log_config": None} if logformat.is_json() else {}),
+            log_config=None if logformat.is_json() else uvicorn.config.LOGGING_CONFIG,
         )
         self.config.load()
         self.server = uvicorn.Server(self.config)
@@ -247,7 +264,9 @@ def _say(line: str) -> None:
     logformat.say(line)
 
 
-async def _poll_config_file(options: ServerOptions, core: Any, app: RestApp, holder: dict[str, Any]) -> None:
+async def _poll_config_file(
+    options: ServerOptions, service: PredictionService, app: RestApp, holder: dict[str, Any]
+) -> None:
     """`--model_config_file_poll_wait_seconds`: re-read the file and hand changes to the manager."""
     period = float(options.model_config_file_poll_wait_seconds)
     last = _read_text(options.model_config_file, "--model_config_file")
@@ -261,7 +280,8 @@ async def _poll_config_file(options: ServerOptions, core: Any, app: RestApp, hol
             from sigserve.manager import config as model_config
 
             config = model_config.parse(text, options.model_config_file)
-            await loop.run_in_executor(None, core.reload_config, config)
+            ctx = CallContext("CONFIG_FILE", "ReloadConfig")
+            await loop.run_in_executor(None, service.reload_config, ctx, config)
             holder["config"] = config
             last = text
             logger.info("Reloaded --model_config_file %s", options.model_config_file)
@@ -296,12 +316,13 @@ async def serve_async(
         metrics = Metrics()
         scheduler = make_batch_scheduler(options, registry=metrics.registry)
         core = make_core(options, config, make_loader(options, scheduler))
+        request_logger = make_request_logger(options, config, metrics)
     except SigserveError as e:
         _say(f"Failed to start server. Error: {e.to_string()}")
         return 1
 
     holder: dict[str, Any] = {"config": config}
-    service = PredictionService(core, metrics)
+    service = PredictionService(core, metrics, observer=request_logger)
     app = create_app(service, options, metrics_path=path)
     grpc_server: Any = None
     poller: asyncio.Task[None] | None = None
@@ -348,7 +369,7 @@ async def serve_async(
             if ready is not None:
                 ready()
             if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
-                poller = asyncio.ensure_future(_poll_config_file(options, core, app, holder))
+                poller = asyncio.ensure_future(_poll_config_file(options, service, app, holder))
             await stopped
         else:
             stopped.result()
@@ -363,6 +384,8 @@ async def serve_async(
         if poller is not None:
             poller.cancel()
         await _shutdown(options, rest, grpc_server, force["count"] > 1)
+        # Every answered call is queued by now: write them all before the process goes.
+        await loop.run_in_executor(None, _stop_quietly, request_logger.close)
         await loop.run_in_executor(None, _stop_quietly, core.stop)
         if scheduler is not None:
             await loop.run_in_executor(None, _stop_quietly, scheduler.stop)
