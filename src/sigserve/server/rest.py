@@ -323,7 +323,9 @@ class RestApp:
     async def _config(self, scope: Scope, receive: Receive, send: Send, method: str) -> None:
         """`/v1/config`: GET the served ModelServerConfig, POST a new one (`rest_config.py`). A reload
         is not cancellable (as over gRPC), so it is not cut off by --rest_api_timeout_in_ms."""
-        headers = {name: value.decode("latin-1") for name, value in scope.get("headers", ())}
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers", ())
+        }
         content_type = b"application/json"
         try:
             self._authorize_management(headers)
