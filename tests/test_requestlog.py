@@ -458,3 +458,37 @@ def test_a_taken_file_name_is_never_overwritten(tmp_path: pathlib.Path) -> None:
     sink.close()
     assert taken.read_bytes() == b"someone else's\n"
     assert sink.paths == [str(tmp_path / f"m-20231114-221320-{os.getpid()}-2.jsonl")]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from([np.float32, np.float64, np.int32, np.int64, np.uint8, np.bool_, np.float16, object]),
+    st.lists(st.integers(0, 3), max_size=3),
+    st.sampled_from([{}, {"requested_version": 0}, {"requested_version": 7}, {"requested_label": "l"}]),
+    st.sampled_from(["", "sig"]),
+    st.lists(st.sampled_from(["y", "z"]), max_size=2),
+)
+def test_predict_records_written_directly_equal_the_proto_builders(
+    dtype: Any, shape: list[int], requested: dict[str, Any], signature: str, output_filter: list[str]
+) -> None:
+    size = int(np.prod(shape))
+    if dtype is object:
+        array = np.array([b"v%d" % i for i in range(size)], dtype=object).reshape(shape)
+    else:
+        array = np.arange(size).astype(dtype).reshape(shape)
+    call = Call(
+        "predict",
+        "m",
+        4,
+        "serving_default",
+        {"x": array, "w": np.float32([1.5])},
+        {"y": np.int64(size)},
+        1_700_000_000.9,
+        requested_signature=signature,
+        output_filter=tuple(output_filter),
+        **requested,
+    )
+    metadata = logging_pb2.LogMetadata(saved_model_tags=["serve", "gpu"])
+    metadata.sampling_config.sampling_rate = 0.25
+    fast = calls.prediction_log_bytes(call, metadata.SerializeToString())
+    assert prediction_log_pb2.PredictionLog.FromString(fast) == calls.prediction_log(call, metadata)

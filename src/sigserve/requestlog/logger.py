@@ -68,7 +68,7 @@ class Settings:
 class Route:
     """Where one model's sampled calls go: its rate, its sink, its log metadata."""
 
-    __slots__ = ("metadata", "model", "rate", "sink")
+    __slots__ = ("metadata", "metadata_bytes", "model", "rate", "sink")
 
     def __init__(
         self, model: str, rate: float, sink: sinks.FileSink, metadata: logging_pb2.LogMetadata
@@ -77,6 +77,7 @@ class Route:
         self.rate = rate
         self.sink = sink
         self.metadata = metadata
+        self.metadata_bytes = metadata.SerializeToString()
 
 
 def check_logging_config(model: str, config: logging_config_pb2.LoggingConfig) -> tuple[str, str, float]:
@@ -129,6 +130,7 @@ class RequestLogger:
         self._thread: threading.Thread | None = None
         self._errors = _OncePerInterval(self.settings.error_log_interval, clock)
         self._counter = _counter(registry)
+        self._children: dict[tuple[str, Code], Any] = {}
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -285,7 +287,7 @@ class RequestLogger:
         for route, call, _ in batch:
             try:
                 if route.sink.kind == sinks.TFRECORD:
-                    record = calls.prediction_log(call, route.metadata).SerializeToString()
+                    record = calls.prediction_log_bytes(call, route.metadata_bytes)
                 else:
                     record = calls.json_line(call)
                 encoded = route.sink.encode(record)
@@ -314,8 +316,14 @@ class RequestLogger:
             self._written.notify_all()
 
     def _count(self, model: str, code: Code) -> None:
-        if self._counter is not None:
-            self._counter.labels(model, code.name).inc()
+        if self._counter is None:
+            return
+        child = self._children.get((model, code))
+        if child is None:  # bound once per (model, status): labels() costs more than inc()
+            if len(self._children) > 4096:
+                self._children.clear()
+            child = self._children[(model, code)] = self._counter.labels(model, code.name)
+        child.inc()
 
 
 def _counter(registry: Any) -> Any:
