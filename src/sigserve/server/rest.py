@@ -213,7 +213,12 @@ class RestApp:
         except SigserveError as e:
             code, status, out = e.code, http_status(e.code), self._json.encode_error(e.message)
         except Exception as e:  # a bug: answer INTERNAL and keep serving
-            logger.exception("Unexpected error serving %s %s", method, full_path)
+            logger.exception(
+                "Unexpected error serving %s %s",
+                method,
+                full_path,
+                extra={"model": ctx.model_name or None, "request_id": _request_id(scope)},
+            )
             code, status = Code.INTERNAL, 500
             out = self._json.encode_error(f"Internal error: {type(e).__name__}: {e}")
         self.service.record(ctx, code)
@@ -387,6 +392,14 @@ class RestApp:
         status = "ready" if readiness.ready else "not ready"
         body = orjson.dumps({"status": status, "models": readiness.models})
         await _respond(send, 200 if readiness.ready else 503, body, (_JSON,))
+
+
+def _request_id(scope: Scope) -> str | None:
+    """The request's `X-Request-Id` header, for the log line of a failed request."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            return str(value.decode("latin-1"))
+    return None
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]]) -> None:
