@@ -1,7 +1,8 @@
-"""What request logging costs: REST and gRPC throughput at concurrency 64 with `sampling_rate` 0, 0.01
-and 1.0, side by side in one run.
+"""What request logging costs: REST and gRPC throughput at concurrency 64 with `sampling_rate` 0,
+0.01 and 1.0, side by side in one run. (Issue 17 calls it `bench/logging.py`; that name would shadow
+the standard library's `logging` for every other script in bench/.)
 
-    .venv/bin/python bench/logging.py [--duration 5] [--rounds 2] [--concurrency 64] [--sink tfrecord]
+    .venv/bin/python bench/request_logging.py [--duration 5] [--rounds 2] [--concurrency 64] [--sink tfrecord]
 
 Three `sigserve serve` processes serve TF Serving's half_plus_two fixture (../shared), identical but
 for the model's `logging_config` (TFRecord files in a temporary directory, or `--sink jsonl`). Each
@@ -13,33 +14,18 @@ Goal (issue 17): sampling 1.0 costs <= 15 % of the throughput at 0; 0.01 is with
 
 from __future__ import annotations
 
+import argparse
+import os
+import pathlib
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
 
-# This file is named like the standard library's `logging`: take its directory off the import path
-# before anything imports `logging`, and load the shared bench helpers by file name.
-_HERE = __file__.rsplit("/", 1)[0] if "/" in __file__ else "."
-sys.path[:] = [p for p in sys.path if p not in ("", _HERE) and not p.endswith("/bench")]
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import os  # noqa: E402
-import pathlib  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-
-
-def _load_helpers() -> Any:
-    spec = importlib.util.spec_from_file_location("loadgen", pathlib.Path(_HERE) / "loadgen.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-loadgen = _load_helpers()
+import loadgen
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODEL = ROOT.parent / "shared" / "fixtures" / "tfserving" / "saved_model_half_plus_two_cpu"
