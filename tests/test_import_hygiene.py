@@ -26,6 +26,9 @@ TF_FREE = [
     "sigserve.server.rest",
     "sigserve.server.grpc_server",
     "sigserve.server.serve",
+    "sigserve.requestlog",
+    "sigserve.requestlog.calls",
+    "sigserve.requestlog.sinks",
     "sigserve",
 ]
 SAVED_MODEL_SUBMODULES = [

@@ -20,7 +20,7 @@ from sigserve import __version__
 from sigserve.errors import SigserveError
 
 # Order is the order shown in --help.
-COMMANDS = ("show", "signature", "validate", "run", "serve", "predict", "score")
+COMMANDS = ("show", "signature", "validate", "run", "serve", "predict", "score", "warmup")
 
 
 class Parser(argparse.ArgumentParser):

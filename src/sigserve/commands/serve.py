@@ -77,6 +77,15 @@ HELP: dict[str, str] = {
     "enable_signature_method_name_check": "require classify/regress signatures to have those method names",
     "enable_batching": "batch concurrent requests (tune with --batching_parameters_file)",
     "batching_parameters_file": "text BatchingParameters, e.g. max_batch_size { value: 128 }",
+    "request_log_queue_size": "sampled calls (logging_config) waiting to be written; beyond it they are "
+    "dropped and counted in request_log_count (default 4096)",
+    "request_log_queue_bytes": "the same limit in tensor bytes (default 268435456 = 256 MiB)",
+    "request_log_max_file_bytes": "request log files are closed at this size (default 134217728 = 128 MiB)",
+    "request_log_rotate_seconds": "... or at this age (default 3600)",
+    "enable_model_management_api": "serve POST/GET /v1/config on the REST port: reload the "
+    "ModelServerConfig as gRPC HandleReloadConfigRequest does (default off)",
+    "log_format": "the server's own log: text (default) or json (one object per line with time, level, "
+    "logger, message, model, version, request_id)",
 }
 
 

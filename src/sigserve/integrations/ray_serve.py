@@ -157,7 +157,7 @@ class SigserveReplica:
         self.poller: asyncio.Task[None] | None = None
         if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
             self.poller = asyncio.ensure_future(
-                serve_module.poll_config_file(options, self.parts.core, self.parts.app, {})
+                serve_module.poll_config_file(options, self.parts.service, self.parts.app, {})
             )
         logger.info("sigserve replica %s: models AVAILABLE", self.replica)
 

@@ -25,6 +25,7 @@ from urllib.parse import quote
 
 from sigserve import storage
 from sigserve.errors import Code, SigserveError, not_found
+from sigserve.logformat import log_context
 from sigserve.manager import config as config_module
 from sigserve.manager import labels as labels_module
 from sigserve.manager import policy as policy_module
@@ -548,7 +549,8 @@ class ServerCore(Generic[S]):
         self, target: Callable[[_Model[S], _Version[S]], _Event], model: _Model[S], entry: _Version[S]
     ) -> None:
         try:
-            event = target(model, entry)
+            with log_context(model=entry.name, version=entry.version):
+                event = target(model, entry)
             self._publish([event])
         finally:
             with self._lock:

@@ -125,10 +125,13 @@ class StateMonitor:
             except IllegalTransition:
                 return False
             versions[version] = VersionStatus(state, error)
+            where = {"model": name, "version": version}  # fields of --log_format=json
             if error is not None:
-                logger.error("%s %s: %s", servable_id(name, version), state.name, error.to_string())
+                logger.error(
+                    "%s %s: %s", servable_id(name, version), state.name, error.to_string(), extra=where
+                )
             else:
-                logger.info("%s %s", servable_id(name, version), state.name)
+                logger.info("%s %s", servable_id(name, version), state.name, extra=where)
             for callback in self._subscribers:
                 try:
                     callback(name, version, state, error)

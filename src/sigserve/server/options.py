@@ -60,6 +60,16 @@ class ServerOptions:
 
     # Monitoring.
     monitoring_config_file: str = ""
+    log_format: str = "text"  # or "json": one JSON object per line (sigserve/logformat.py)
+
+    # Request logging (each model's logging_config; sigserve/requestlog/).
+    request_log_queue_size: int = 4096  # sampled calls waiting for the writer; more are dropped, counted
+    request_log_queue_bytes: int = 256 * 1024 * 1024  # the same, in (approximate) tensor bytes
+    request_log_max_file_bytes: int = 128 * 1024 * 1024  # a log file is closed at this size
+    request_log_rotate_seconds: float = 3600  # ... or at this age
+
+    # Model management over REST (sigserve extension): POST/GET /v1/config.
+    enable_model_management_api: bool = False
 
 
 def worker_threads(configured: int) -> int:

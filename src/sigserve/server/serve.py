@@ -18,22 +18,22 @@ import dataclasses
 import logging
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from sigserve import batching
+from sigserve import batching, logformat
 from sigserve.batching import BatchScheduler
 from sigserve.errors import Code, SigserveError, invalid_argument
 from sigserve.interfaces import RunnerWrapper, Servable
 from sigserve.manager import LoadRequest, ServerCore
 from sigserve.protos.model_server_config_pb2 import ModelServerConfig
+from sigserve.requestlog import RequestLogger
 from sigserve.server.gcfreeze import GcFreezer
 from sigserve.server.options import ServerOptions
 from sigserve.server.rest import DEFAULT_METRICS_PATH, RestApp, create_app
-from sigserve.service import Metrics, PredictionService
+from sigserve.service import CallContext, Metrics, PredictionService
 
 logger = logging.getLogger("sigserve.serve")
 
@@ -192,12 +192,15 @@ class ServerParts:
     metrics: Metrics
     scheduler: BatchScheduler | None
     core: ServerCore
+    request_logger: RequestLogger
     service: PredictionService
     app: RestApp
 
     def stop(self) -> None:
-        """Unload every model, drain batching, stop the REST pool (blocking; errors are logged)."""
+        """Write every queued request log, unload every model, drain batching, stop the REST pool
+        (blocking; errors are logged). Every answered call is queued by now, so none is lost."""
         self.app.shutting_down = True
+        _stop_quietly(self.request_logger.close)
         _stop_quietly(self.core.stop)
         if self.scheduler is not None:
             _stop_quietly(self.scheduler.stop)
@@ -212,10 +215,34 @@ def build(options: ServerOptions) -> ServerParts:
     metrics = Metrics()
     scheduler = make_batch_scheduler(options, registry=metrics.registry)
     core = make_core(options, config, make_loader(options, scheduler), metrics)
-    service = PredictionService(core, metrics)
+    request_logger = make_request_logger(options, config, metrics)
+    service = PredictionService(core, metrics, observer=request_logger)
     return ServerParts(
-        options, config, metrics, scheduler, core, service, create_app(service, options, metrics_path=path)
+        options,
+        config,
+        metrics,
+        scheduler,
+        core,
+        request_logger,
+        service,
+        create_app(service, options, metrics_path=path),
     )
+
+
+def make_request_logger(options: ServerOptions, config: ModelServerConfig, metrics: Metrics) -> RequestLogger:
+    """Request logging as the config's logging_configs say; a bad one is a start-up failure."""
+    from sigserve.requestlog import RequestLogger, Settings
+
+    settings = Settings(
+        queue_size=options.request_log_queue_size,
+        queue_bytes=options.request_log_queue_bytes,
+        max_file_bytes=options.request_log_max_file_bytes,
+        rotate_seconds=options.request_log_rotate_seconds,
+    )
+    tags = [t.strip() for t in options.saved_model_tags.split(",") if t.strip()]
+    request_logger = RequestLogger(settings, registry=metrics.registry, saved_model_tags=tags)
+    request_logger.update(config)
+    return request_logger
 
 
 # -- listeners -------------------------------------------------------------------------------------
@@ -263,6 +290,8 @@ class RestServer:
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, round(grace)),
             timeout_keep_alive=60,
+            # In JSON mode uvicorn's loggers go through the root handler instead of printing text.
+            log_config=None if logformat.is_json() else uvicorn.config.LOGGING_CONFIG,
         )
         self.config.load()
         self.server = uvicorn.Server(self.config)
@@ -290,10 +319,12 @@ class RestServer:
 
 
 def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    logformat.say(line)
 
 
-async def poll_config_file(options: ServerOptions, core: Any, app: RestApp, holder: dict[str, Any]) -> None:
+async def poll_config_file(
+    options: ServerOptions, service: PredictionService, app: RestApp, holder: dict[str, Any]
+) -> None:
     """`--model_config_file_poll_wait_seconds`: re-read the file and hand changes to the manager."""
     period = float(options.model_config_file_poll_wait_seconds)
     last = _read_text(options.model_config_file, "--model_config_file")
@@ -307,7 +338,8 @@ async def poll_config_file(options: ServerOptions, core: Any, app: RestApp, hold
             from sigserve.manager import config as model_config
 
             config = model_config.parse(text, options.model_config_file)
-            await loop.run_in_executor(None, core.reload_config, config)
+            ctx = CallContext("CONFIG_FILE", "ReloadConfig")
+            await loop.run_in_executor(None, service.reload_config, ctx, config)
             holder["config"] = config
             last = text
             logger.info("Reloaded --model_config_file %s", options.model_config_file)
@@ -388,7 +420,7 @@ async def serve_async(
             if ready is not None:
                 ready()
             if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
-                poller = asyncio.ensure_future(poll_config_file(options, core, app, holder))
+                poller = asyncio.ensure_future(poll_config_file(options, service, app, holder))
             await stopped
         else:
             stopped.result()
@@ -447,5 +479,9 @@ def main(options: ServerOptions) -> int:
     bare uvicorn app that burns 250 µs per request shows the same (uvloop p99 320-400 ms, asyncio
     22 ms). uvloop's lower protocol cost (~5 µs a request) does not make up for that.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logformat.configure(options.log_format)
+    except SigserveError as e:
+        _say(f"Failed to start server. Error: {e.to_string()}")
+        return 1
     return asyncio.run(serve_async(options, freeze_gc=True))
