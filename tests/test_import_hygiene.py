@@ -25,6 +25,7 @@ TF_FREE = [
     "sigserve.server.rest",
     "sigserve.server.grpc_server",
     "sigserve.server.serve",
+    "sigserve.openapi",
     "sigserve",
 ]
 SAVED_MODEL_SUBMODULES = [
