@@ -54,6 +54,8 @@ class Client:
     deadline in seconds for every call (None: no deadline); each method also takes `timeout=`.
     Numeric inputs travel as `tensor_content` (raw bytes; fastest to encode and decode).
     Every server error is raised as `SigserveError` with the server's code and message.
+    `token`: an access token for a server started with `--auth_token_file` (sent as the metadata
+    `authorization: Bearer <token>`).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class Client:
         options: Sequence[tuple[str, Any]] = (),
         timeout: float | None = None,
         compression: grpc.Compression | None = None,
+        token: str | None = None,
     ) -> None:
         from sigserve.codec import tensor as codec_tensor
 
@@ -86,6 +89,8 @@ class Client:
                 target, credentials, options=channel_options, compression=compression
             )
         self._methods: dict[str, Any] = {}
+        # Sent with every call: a server started with --auth_token_file checks it.
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -111,7 +116,9 @@ class Client:
             )
             self._methods[path] = stub
         try:
-            return stub(request, timeout=self.timeout if timeout is None else timeout)
+            return stub(
+                request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
+            )
         except grpc.RpcError as e:
             raise error_from_rpc(e) from None
 

@@ -52,6 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--ca_file", "--ca-file", dest="ca_file", help="PEM CA certificate: use TLS (gRPC)")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("SIGSERVE_TOKEN") or None,
+        help="access token for a server run with --auth_token_file (default: $SIGSERVE_TOKEN, "
+        "which keeps it off the process list)",
+    )
 
 
 def parse_input(spec: str) -> tuple[str, Any, bool]:
@@ -100,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     client: Any
     if args.rest:
         url = args.server if "://" in args.server else "http://" + args.server
-        client = RestClient(url, timeout=args.timeout)
+        client = RestClient(url, timeout=args.timeout, token=args.token)
     else:
         credentials = None
         if args.ca_file:
@@ -108,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
             with open(args.ca_file, "rb") as f:
                 credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
-        client = Client(args.server, credentials=credentials, timeout=args.timeout)
+        client = Client(args.server, credentials=credentials, timeout=args.timeout, token=args.token)
     with client:
         dtypes: dict[str, int] = {}
         if any(not from_file for _, _, from_file in parsed):
