@@ -71,6 +71,11 @@ HELP: dict[str, str] = {
     "enable_signature_method_name_check": "require classify/regress signatures to have those method names",
     "enable_batching": "batch concurrent requests (tune with --batching_parameters_file)",
     "batching_parameters_file": "text BatchingParameters, e.g. max_batch_size { value: 128 }",
+    "auth_token_file": "require an access token on every REST and gRPC API call: a file with one "
+    "token per line, re-read when it changes (clients send 'Authorization: Bearer <token>'); "
+    "/healthz, /readyz and gRPC health stay open",
+    "public_metrics": "with --auth_token_file, leave the Prometheus page open for scrapers",
+    "disable_web_console": "do not serve the web console at / and /ui",
 }
 
 

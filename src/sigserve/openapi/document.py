@@ -10,6 +10,7 @@ gets one operation per model, version and verb.
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -213,7 +214,7 @@ class _Writer:
             if reply is not None:
                 replies.append(reply)
             for form, value in predict_examples(name, sig).items():
-                examples[f"{name} ({form})"] = {"summary": f"{name}, {form} format", "value": value}
+                examples[f"{name} ({form})"] = _example(f"{name}, {form} format", value)
         description = "\n".join(f"- `{name}`: {signature_summary(sig)}" for name, sig in signatures.items())
         body: dict[str, Any] = {"schema": {"anyOf": requests}}
         if examples:
@@ -343,7 +344,7 @@ class _Writer:
             value: dict[str, Any] = {"examples": [{"x": 1.0}, {"x": 2.0}]}
             if name != DEFAULT_SIGNATURE:
                 value = {"signature_name": name, **value}
-            examples[name] = {"summary": f"{name} (the feature names are the model's own)", "value": value}
+            examples[name] = _example(f"{name} (the feature names are the model's own)", value)
         if verb == "classify":
             # [label, score]; not `prefixItems`, which several OpenAPI tools still mishandle.
             pair = {
@@ -541,6 +542,12 @@ def predict_examples(name: str, sig: SignatureDef) -> dict[str, Any]:
     if all(v is not None for v in whole.values()):
         out["columnar"] = {**head, "inputs": whole}
     return out
+
+
+def _example(summary: str, value: Any) -> dict[str, Any]:
+    """An Example Object; `x-sigserve-text` is the body as JSON text that keeps `1.0` apart from `1`
+    (TF Serving makes a float feature of one and an int64 feature of the other), for the console."""
+    return {"summary": summary, "value": value, "x-sigserve-text": json.dumps(value)}
 
 
 def signature_summary(sig: SignatureDef) -> str:

@@ -88,6 +88,15 @@ def metrics_path(options: ServerOptions) -> str | None:
     return config.prometheus_config.path or DEFAULT_METRICS_PATH
 
 
+def make_authenticator(options: ServerOptions) -> Any:
+    """The access tokens of --auth_token_file (None: the API is open, as TF Serving's)."""
+    if not options.auth_token_file:
+        return None
+    from sigserve.server.auth import TokenFile
+
+    return TokenFile(options.auth_token_file)
+
+
 def validate(options: ServerOptions) -> None:
     """The start-up checks of TF Serving's server.cc, with its messages."""
     if options.batching_parameters_file and not options.enable_batching:
@@ -295,12 +304,13 @@ async def serve_async(
         metrics = Metrics()
         scheduler = make_batch_scheduler(options, registry=metrics.registry)
         core = make_core(options, config, make_loader(options, scheduler))
+        tokens = make_authenticator(options)
     except SigserveError as e:
         _say(f"Failed to start server. Error: {e.to_string()}")
         return 1
 
     holder: dict[str, Any] = {"config": config}
-    service = PredictionService(core, metrics)
+    service = PredictionService(core, metrics, authenticator=tokens)
     app = create_app(service, options, metrics_path=path)
     grpc_server: Any = None
     poller: asyncio.Task[None] | None = None

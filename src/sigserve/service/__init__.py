@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sigserve.service.calls import (
     DEFAULT_SIGNATURE,
+    Authenticator,
     CallContext,
     Inputs,
     ModelMetadata,
@@ -25,6 +26,7 @@ from sigserve.service.prediction import PredictionService, model_spec_of
 
 __all__ = [
     "DEFAULT_SIGNATURE",
+    "Authenticator",
     "CallContext",
     "InlinePolicy",
     "Inputs",
