@@ -250,8 +250,8 @@ function fillExamples() {
   select.replaceChildren();
   const op = currentOperation();
   const examples = (op && op.requestBody.content["application/json"].examples) || {};
-  // serving_default first: what a request without signature_name runs.
-  const names = Object.keys(examples).sort((a, b) => (b.startsWith("serving_default") - a.startsWith("serving_default")) || (a < b ? -1 : a > b ? 1 : 0));
+  // serving_default first (what a request without signature_name runs), else the document's order.
+  const names = Object.keys(examples).sort((a, b) => b.startsWith("serving_default ") - a.startsWith("serving_default "));
   for (const name of names) select.append(el("option", { value: name }, name));
   useExample();
 }
