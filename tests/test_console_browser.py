@@ -177,7 +177,7 @@ def test_pick_predict_and_see_the_answer(
 
     # Traffic from the server's own Prometheus metrics (the page polls it every 2 s).
     traffic = page.locator("#traffic [data-model='half_plus_two']")
-    expect(traffic).to_contain_text(re.compile(r" [1-9][0-9]* total"), timeout=15000)
+    expect(traffic).to_contain_text(re.compile(r" [1-9][0-9]* served"), timeout=15000)
     console.shot("4-traffic")
     console.close()
 

@@ -318,8 +318,12 @@ $("try").addEventListener("submit", async (event) => {
 
 // -- traffic, from the server's own Prometheus metrics ----------------------------------------------
 
-const SAMPLE = /^(:tensorflow:serving:request_(?:count|latency_sum|latency_count))\{([^}]*)\}\s+(\S+)$/;
-const MODEL_LABEL = /model_name="((?:[^"\\]|\\.)*)"/;
+// Inference calls only: request_latency carries an API label (predict, Predict, classify, ...) and
+// counts successful calls; request_count would also count this page's own status polls.
+const SAMPLE = /^:tensorflow:serving:request_latency_(sum|count)\{([^}]*)\}\s+(\S+)$/;
+const LABEL = (name) => new RegExp(name + '="((?:[^"\\\\]|\\\\.)*)"');
+const MODEL_LABEL = LABEL("model_name");
+const API_LABEL = LABEL("API");
 
 function readMetrics(text) {
   const totals = {};
@@ -327,12 +331,11 @@ function readMetrics(text) {
     const m = SAMPLE.exec(line);
     if (!m) continue;
     const model = (MODEL_LABEL.exec(m[2]) || [, ""])[1];
-    if (!model) continue;
-    const t = totals[model] || (totals[model] = { count: 0, latencySum: 0, latencyCount: 0 });
-    const value = Number(m[3]);
-    if (m[1].endsWith("request_count")) t.count += value;
-    else if (m[1].endsWith("latency_sum")) t.latencySum += value;
-    else t.latencyCount += value;
+    const api = (API_LABEL.exec(m[2]) || [, ""])[1];
+    if (!model || !api) continue;
+    const t = totals[model] || (totals[model] = { count: 0, latencySum: 0 });
+    if (m[1] === "sum") t.latencySum += Number(m[3]);
+    else t.count += Number(m[3]);
   }
   return totals;
 }
@@ -357,7 +360,7 @@ async function pollMetrics() {
     if (past) {
       const seconds = (now - past.at) / 1000;
       rate = Math.max(0, (t.count - past.count) / seconds);
-      const n = t.latencyCount - past.latencyCount;
+      const n = t.count - past.count;
       if (n > 0) latency = (t.latencySum - past.latencySum) / n / 1000; // µs -> ms
     }
     const history = past ? past.history.concat([rate]).slice(-30) : [rate];
@@ -371,7 +374,7 @@ async function pollMetrics() {
     line.setAttribute("points", points);
     svg.append(line);
     const latencyText = latency === null ? "–" : latency.toFixed(2) + " ms";
-    box.append(el("div", { class: "model", "data-model": model }, el("b", {}, model), ` ${rate.toFixed(1)} req/s, mean ${latencyText}, ${t.count} total`, svg));
+    box.append(el("div", { class: "model", "data-model": model }, el("b", {}, model), ` ${rate.toFixed(1)} req/s, mean ${latencyText}, ${t.count} served`, svg));
   }
 }
 
