@@ -282,7 +282,9 @@ def test_schema_accepts_what_the_codec_accepts(
     named: bool,
 ) -> None:
     """For one input `x`: the schema accepts a body exactly when the codec does and the shape fits the
-    signature's (the schema's one addition), for rectangular tensors written as the codec reads them."""
+    signature's (the schema's one addition), for rectangular tensors written as the codec reads them.
+    One gap JSON Schema cannot close: it checks each row-format instance alone, so instances of
+    different shapes (which the codec refuses) pass when each fits the signature by itself."""
     dtype, np_name = _DTYPES[dtype_name]
     info = build_tensor_info(
         "x:0", np_name, None if declared is None else [None if d < 0 else d for d in declared]
@@ -293,13 +295,12 @@ def test_schema_accepts_what_the_codec_accepts(
 
     if row:
         body: dict[str, Any] = {"instances": [{"x": t} if named else t for t, _ in tensors]}
-        shapes = {s for _, s in tensors}
-        instance = next(iter(shapes))
         # Rows stack instances on a new first dimension; a rank-0 input takes one scalar per row.
-        shape_ok = len(shapes) == 1 and (
+        shape_ok = all(
             declared is None
             or (declared == () and instance == ())
             or (declared != () and _fits((len(tensors), *instance), declared))
+            for _, instance in tensors
         )
     else:
         value, shape = tensors[0]
@@ -312,9 +313,12 @@ def test_schema_accepts_what_the_codec_accepts(
         codec_ok = False
 
     leaves = [x for t, _ in tensors for x in _flat(t)] if row else _flat(tensors[0][0])
+    leaves_ok = all(_leaf_ok(v, dtype) for v in leaves)
     same_shapes = not row or len({s for _, s in tensors}) == 1
-    assert codec_ok == (all(_leaf_ok(v, dtype) for v in leaves) and same_shapes), body
-    assert validator.is_valid(body) == (codec_ok and shape_ok), (body, declared)
+    assert codec_ok == (leaves_ok and same_shapes), body
+    assert validator.is_valid(body) == (leaves_ok and shape_ok), (body, declared)
+    if same_shapes:
+        assert validator.is_valid(body) == (codec_ok and shape_ok), (body, declared)
 
 
 def test_nonfinite_and_large_numbers() -> None:
