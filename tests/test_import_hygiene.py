@@ -29,6 +29,7 @@ TF_FREE = [
     "sigserve.requestlog",
     "sigserve.requestlog.calls",
     "sigserve.requestlog.sinks",
+    "sigserve.openapi",
     "sigserve",
 ]
 SAVED_MODEL_SUBMODULES = [

@@ -76,19 +76,21 @@ def rpc_status(error: BaseException) -> tuple[int, str]:
 def method_table(services: PredictionServices) -> dict[str, dict[str, Method]]:
     """{service name: {method name: Method}} for PredictionService and ModelService. Predict,
     Classify and Regress are counted in the request metrics (by the service), as in TF Serving's
-    prediction_service_impl.cc; the others are not."""
+    prediction_service_impl.cc; the others are not. Every body first checks the call's access token
+    (`PredictionService.guard`, a no-op without --auth_token_file); gRPC health stays open."""
+    guard = services.service.guard
     return {
         PREDICTION_SERVICE: {
-            "Classify": Method(services.classify, api="Classify"),
-            "Regress": Method(services.regress, api="Regress"),
-            "Predict": Method(services.predict, services.predict_inline, api="Predict"),
-            "MultiInference": Method(services.multi_inference, api="MultiInference"),
-            "GetModelMetadata": Method(services.get_model_metadata, api="GetModelMetadata"),
+            "Classify": Method(guard(services.classify), api="Classify"),
+            "Regress": Method(guard(services.regress), api="Regress"),
+            "Predict": Method(guard(services.predict), guard(services.predict_inline), api="Predict"),
+            "MultiInference": Method(guard(services.multi_inference), api="MultiInference"),
+            "GetModelMetadata": Method(guard(services.get_model_metadata), api="GetModelMetadata"),
         },
         MODEL_SERVICE: {
-            "GetModelStatus": Method(services.get_model_status, api="GetModelStatus"),
+            "GetModelStatus": Method(guard(services.get_model_status), api="GetModelStatus"),
             "HandleReloadConfigRequest": Method(
-                services.handle_reload_config_request, api="HandleReloadConfigRequest"
+                guard(services.handle_reload_config_request), api="HandleReloadConfigRequest"
             ),
         },
     }

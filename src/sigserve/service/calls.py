@@ -97,6 +97,13 @@ class Inputs(Protocol):
     def decode(self, servable: Servable, signature_name: str) -> Mapping[str, np.ndarray]: ...
 
 
+class Authenticator(Protocol):
+    """Decides whether a call may run, from its `authorization` header / metadata value (None when
+    absent); raises UNAUTHENTICATED if not (`sigserve.server.auth.TokenFile`)."""
+
+    def check(self, header: str | None) -> None: ...
+
+
 class Tensors:
     """`Inputs` that are already numpy arrays (in-process hosts such as Ray Serve, tests)."""
 
