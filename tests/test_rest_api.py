@@ -361,14 +361,17 @@ def test_prometheus_metrics(client: httpx.Client) -> None:
     text = r.text
     assert "# TYPE :tensorflow:serving:request_count counter\n" in text
     assert (
-        ':tensorflow:serving:request_count{model_name="half_plus_two",status="OK",signature="serving_default"}'
-        in text
+        ':tensorflow:serving:request_count{model_name="half_plus_two",status="OK",signature="serving_default",'
+        'protocol="tfserving"}' in text
     )
-    assert ':tensorflow:serving:request_count{model_name="nope",status="NOT_FOUND",signature=""}' in text
+    assert (
+        ':tensorflow:serving:request_count{model_name="nope",status="NOT_FOUND",signature="",'
+        'protocol="tfserving"}' in text
+    )
     assert "# TYPE :tensorflow:serving:request_latency histogram\n" in text
     assert (
         ':tensorflow:serving:request_latency_count{model_name="half_plus_two",API="predict",entrypoint="REST",'
-        'signature="serving_default"}'
+        'signature="serving_default",protocol="tfserving"}'
     ) in text
     assert (
         ':tensorflow:serving:runtime_latency_count{model_name="half_plus_two",API="Predict",runtime="TF1"'

@@ -103,6 +103,7 @@ class PredictionService:
             signature=ctx.signature,
             code=code,
             latency_seconds=time.perf_counter() - ctx.started,
+            protocol=ctx.protocol,
         )
 
     def may_run_inline(self, size: int, ctx: CallContext) -> bool:

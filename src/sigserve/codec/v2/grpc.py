@@ -48,7 +48,7 @@ _CONTENTS: dict[str, tuple[str, int, str]] = {
 _RAW_ONLY = frozenset({"FP16", "BF16"})
 
 
-def _parse(message: Any, data: bytes, what: str) -> Any:
+def parse_message(message: Any, data: bytes, what: str) -> Any:
     try:
         message.ParseFromString(data)
     except Exception:  # protobuf's DecodeError, or a RecursionError on absurd nesting
@@ -80,7 +80,7 @@ def set_parameters(entries: Any, values: Parameters) -> None:
 
 def parse_infer(data: bytes) -> InferRequest:
     """An inference request from ModelInferRequest bytes."""
-    message = _parse(pb.ModelInferRequest(), data, "ModelInferRequest")
+    message = parse_message(pb.ModelInferRequest(), data, "ModelInferRequest")
     raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
         raise invalid(
@@ -183,7 +183,7 @@ def model_name_of(data: bytes) -> str:
 
 def parse_model_request(data: bytes, kind: str) -> tuple[str, str]:
     """(name, version) of a ModelReadyRequest or ModelMetadataRequest (same fields)."""
-    message = _parse(pb.ModelReadyRequest(), data, f"{kind}Request")
+    message = parse_message(pb.ModelReadyRequest(), data, f"{kind}Request")
     if not message.name:
         raise SigserveError(Code.INVALID_ARGUMENT, f"{kind}Request needs a model name")
     return message.name, message.version

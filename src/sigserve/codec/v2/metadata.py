@@ -4,8 +4,8 @@ V2 describes one set of inputs and outputs per model; a SavedModel has a set per
 metadata lists the default signature's tensors (`serving_default`, what a request without a
 `signature_name` parameter runs) and names every signature in its parameters:
 `{"signature_name": "serving_default", "signatures": "serving_default,multi,..."}` (REST
-`parameters`, gRPC `properties`). The full SignatureDefs stay one call away at
-`/v1/models/{m}/metadata`.
+`parameters`, gRPC `properties`; TensorFlow's internal `__saved_model_init_op` is left out). The
+full SignatureDefs stay one call away at `/v1/models/{m}/metadata`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def model_metadata(
     """The metadata of model `name`: `signature_name`'s tensors (none if the model lacks it)."""
     signature = signatures.get(signature_name)
     inputs = outputs = []
-    parameters = {SIGNATURES: ",".join(sorted(signatures))}
+    callable_ = sorted(key for key in signatures if not key.startswith("__"))  # not __saved_model_init_op
+    parameters = {SIGNATURES: ",".join(callable_)}
     if signature is not None:
         inputs = [tensor_metadata(a, i) for a, i in sorted(signature.inputs.items())]
         outputs = [tensor_metadata(a, i) for a, i in sorted(signature.outputs.items())]

@@ -342,17 +342,17 @@ def classify(array: np.ndarray, count: int, what: str) -> np.ndarray:
     # Highest first, equal values by lower index: a stable ascending sort of the mirrored rows,
     # read backwards, orders ties by mirrored index descending, i.e. by index ascending.
     order = (width - 1) - np.argsort(rows[:, ::-1], axis=1, kind="stable")[:, ::-1][:, :k]
-    single = array.dtype == np.float32 or array.dtype.itemsize == 2
     out = np.empty((rows.shape[0], k), dtype=object)
     for r in range(rows.shape[0]):
         for c, index in enumerate(order[r].tolist()):
-            out[r, c] = f"{_value_text(rows[r, index], single)}:{index}".encode()
+            out[r, c] = f"{_value_text(rows[r, index])}:{index}".encode()
     return out if batched else out.reshape(k)
 
 
-def _value_text(value: Any, single: bool) -> str:
+def _value_text(value: Any) -> str:
+    """The shortest text that reads back as the same value in the output's precision ("3.3", "10")."""
     if isinstance(value, np.floating):
-        return _jsonwrite.format_float(float(value), single=single).removesuffix(".0")
+        return str(value).removesuffix(".0")
     if isinstance(value, np.bool_):
         return "1" if value else "0"
     return str(int(value))
