@@ -164,7 +164,7 @@ def cases() -> list[dict[str, Any]]:
         {
             "name": "fp16",
             "model": "dtypes",
-            "inputs": {"h": np.array([[1.5, -2.0], [0.1, 65504.0]], np.float16)},
+            "inputs": {"h": np.array([[1.5, -2.0], [0.1, 30000.0]], np.float16)},
         },
         {
             "name": "identity",
@@ -205,9 +205,14 @@ def example_cases() -> list[dict[str, Any]]:
     ]
 
 
-def run_triton(
-    tmp_path: pathlib.Path, server: ServerProcess, plan: dict[str, Any], arrays: dict[str, np.ndarray]
-) -> tuple[Any, dict[str, Any]]:
+def run_client(
+    script: str,
+    tmp_path: pathlib.Path,
+    server: ServerProcess,
+    plan: dict[str, Any],
+    arrays: dict[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Run a client script of tests/v2clients/ in .venv-v2 on `plan`; its outputs and report."""
     plan = dict(plan, rest=f"127.0.0.1:{server.rest_port}", grpc=grpc_target(server))
     paths = [tmp_path / n for n in ("plan.json", "inputs.npz", "out.npz", "report.json")]
     paths[0].write_text(json.dumps(plan))
@@ -218,7 +223,7 @@ def run_triton(
         )
     np.savez(paths[1], **stored)
     proc = subprocess.run(
-        [str(V2_PYTHON), str(CLIENTS / "triton_client.py"), *map(str, paths)],
+        [str(V2_PYTHON), str(CLIENTS / script), *map(str, paths)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -264,15 +269,19 @@ def classification_strings(scores: np.ndarray, k: int) -> list[list[bytes]]:
     return rows
 
 
-def test_tritonclient_results_equal_the_tf_serving_api(
-    server: ServerProcess, stubs: Stubs, tmp_path: pathlib.Path
-) -> None:
+def reference(
+    stubs: Stubs, transports: dict[str, list[str]]
+) -> tuple[list[dict[str, Any]], dict[str, np.ndarray], dict[str, dict[str, np.ndarray]]]:
+    """The inference cases of the plan with the transports each runs on (`transports`: case name ->
+    transports; cases left out are not run), their input arrays, and TF Serving's answers."""
     from sigserve.protos import example_pb2
 
     plan_cases: list[dict[str, Any]] = []
     arrays: dict[str, np.ndarray] = {}
     expected: dict[str, dict[str, np.ndarray]] = {}
     for case in cases():
+        if case["name"] not in transports:
+            continue
         inputs = case["inputs"]
         if case["name"] == "y2":  # a regress signature fed serialized tf.Examples by name
             ex = example_pb2.Example()
@@ -288,23 +297,70 @@ def test_tritonclient_results_equal_the_tf_serving_api(
         expected[case["name"]] = want
         plan_cases.append(
             {
-                **{k: v for k, v in case.items() if k != "inputs"},
+                **{k: v for k, v in case.items() if k not in ("inputs", "transports")},
                 "inputs": list(inputs),
-                "transports": case.get("transports", ALL),
+                "transports": transports[case["name"]],
             }
         )
+    return plan_cases, arrays, expected
+
+
+def check_answers(
+    plan_cases: list[dict[str, Any]],
+    expected: dict[str, dict[str, np.ndarray]],
+    outputs: dict[str, np.ndarray],
+    report: dict[str, Any],
+) -> int:
+    """Every output of every case on every transport equals TF Serving's; returns how many."""
+    checked = 0
+    for name, want in expected.items():
+        transports = next(c["transports"] for c in plan_cases if c["name"] == name)
+        for transport in transports:
+            key = f"{name}/{transport}"
+            assert key in report["cases"], (key, report["errors"].get(key))
+            assert set(k.rsplit("/", 1)[1] for k in outputs if k.startswith(key + "/")) == set(want), key
+            for out, value in want.items():
+                assert_same(outputs[f"{key}/{out}"], value, f"{key}/{out}")
+                checked += 1
+    return checked
+
+
+def check_examples(
+    stubs: Stubs, outputs: dict[str, np.ndarray], report: dict[str, Any], transports: list[str]
+) -> None:
+    """Classify/Regress signatures through V2 equal TF Serving's Classify/Regress APIs."""
+    for case in example_cases():
+        result = tfs_examples(stubs, case["api"], case["model"], case["signature"], case["x"])
+        for transport in transports:
+            key = f"{case['name']}/{transport}"
+            assert key in report["cases"], (key, report["errors"].get(key))
+            if case["api"] == "classify":
+                scores = outputs[f"{key}/scores"]
+                classes = as_bytes(outputs[f"{key}/classes"])
+                want_scores = [[c.score for c in row.classes] for row in result.classifications]
+                want_labels = [[c.label.encode() for c in row.classes] for row in result.classifications]
+                assert scores.tolist() == want_scores and classes.tolist() == want_labels, key
+            else:
+                (alias,) = (k.rsplit("/", 1)[1] for k in outputs if k.startswith(key + "/"))
+                got = outputs[f"{key}/{alias}"].reshape(-1).tolist()
+                assert got == [r.value for r in result.regressions], key
+
+
+def test_tritonclient_results_equal_the_tf_serving_api(
+    server: ServerProcess, stubs: Stubs, tmp_path: pathlib.Path
+) -> None:
+    plan_cases, arrays, expected = reference(stubs, {c["name"]: c.get("transports", ALL) for c in cases()})
     for case in example_cases():
         arrays[f"{case['name']}/x"] = np.array(case["x"], np.float32)
         plan_cases.append({**case, "inputs": ["x"], "transports": ALL})
-    plan_cases.append(
-        {
-            "name": "slow",
-            "model": "spin",
-            "inputs": ["n"],
-            "timeout_us": 300_000,
-            "transports": ["http", "grpc"],
-        }
-    )
+    slow = {
+        "name": "slow",
+        "model": "spin",
+        "inputs": ["n"],
+        "timeout_us": 300_000,
+        "transports": ["http", "grpc"],
+    }
+    plan_cases.append(slow)
     arrays["slow/n"] = np.array(10**13, np.int64)
     plan_cases.append(
         {"name": "nope", "model": "no_such_model", "inputs": ["x"], "transports": ["http", "grpc"]}
@@ -329,39 +385,14 @@ def test_tritonclient_results_equal_the_tf_serving_api(
             ["no_such_model", ""],
         ],
     }
-    outputs, report = run_triton(tmp_path, server, plan, arrays)
+    outputs, report = run_client("triton_client.py", tmp_path, server, plan, arrays)
 
-    checked = 0
-    for name, want in expected.items():
-        transports = next(c["transports"] for c in plan_cases if c["name"] == name)
-        for transport in transports:
-            key = f"{name}/{transport}"
-            assert key in report["cases"], (key, report["errors"].get(key))
-            assert set(k.rsplit("/", 1)[1] for k in outputs if k.startswith(key + "/")) == set(want), key
-            for out, value in want.items():
-                assert_same(outputs[f"{key}/{out}"], value, f"{key}/{out}")
-                checked += 1
-    assert checked >= 75  # every output of every case on every transport
+    assert check_answers(plan_cases, expected, outputs, report) >= 75
     assert report["cases"]["hp2/http"]["id"] == "42" and report["cases"]["hp2/grpc"]["id"] == "42"
     assert report["cases"]["v123/grpc"]["model_version"] == "123"
     assert report["cases"]["stable/http"]["model_version"] == "123"
     assert report["cases"]["canary/http-json"]["model_version"] == "124"
-
-    for case in example_cases():
-        result = tfs_examples(stubs, case["api"], case["model"], case["signature"], case["x"])
-        for transport in ALL:
-            key = f"{case['name']}/{transport}"
-            assert key in report["cases"], (key, report["errors"].get(key))
-            if case["api"] == "classify":
-                scores = outputs[f"{key}/scores"]
-                classes = as_bytes(outputs[f"{key}/classes"])
-                want_scores = [[c.score for c in row.classes] for row in result.classifications]
-                want_labels = [[c.label.encode() for c in row.classes] for row in result.classifications]
-                assert scores.tolist() == want_scores and classes.tolist() == want_labels, key
-            else:
-                (alias,) = (k.rsplit("/", 1)[1] for k in outputs if k.startswith(key + "/"))
-                got = outputs[f"{key}/{alias}"].reshape(-1).tolist()
-                assert got == [r.value for r in result.regressions], key
+    check_examples(stubs, outputs, report, ALL)
 
     errors = report["errors"]
     assert errors["slow/http"]["status"] == "504", errors["slow/http"]
@@ -399,3 +430,39 @@ def test_tritonclient_results_equal_the_tf_serving_api(
         assert dtypes["inputs"] == [{"name": "h", "datatype": "FP16", "shape": [-1, 2]}]
         assert {o["name"]: o["datatype"] for o in dtypes["outputs"]} == {"doubled": "FP16", "total": "FP32"}
         assert "error" in meta[f"{transport}/no_such_model@"]
+
+
+KSERVE_REST = ["rest", "rest-json", "grpc", "grpc-typed"]
+KSERVE_TRANSPORTS = {
+    "hp2": KSERVE_REST,
+    "v123": ["grpc", "grpc-typed"],  # KServe's REST client puts no version in the URL
+    "stable": ["grpc", "grpc-typed"],
+    "multi": KSERVE_REST,
+    "multi_filtered": KSERVE_REST,
+    "scale": KSERVE_REST,
+    "tf2": KSERVE_REST,
+    "fp16": ["rest", "grpc"],  # KServe's clients send FP16 only as binary data
+    "top2": KSERVE_REST,
+}
+
+
+def test_kserve_clients_results_equal_the_tf_serving_api(
+    server: ServerProcess, stubs: Stubs, tmp_path: pathlib.Path
+) -> None:
+    plan_cases, arrays, expected = reference(stubs, KSERVE_TRANSPORTS)
+    for case in example_cases():
+        arrays[f"{case['name']}/x"] = np.array(case["x"], np.float32)
+        plan_cases.append({**case, "inputs": ["x"], "transports": ["rest", "grpc-typed"]})
+    plan_cases.append(
+        {"name": "fp64", "model": "half_plus_two", "inputs": ["x"], "transports": ["rest", "grpc"]}
+    )
+    arrays["fp64/x"] = np.array([[1.0]], np.float64)
+    outputs, report = run_client("kserve_client.py", tmp_path, server, {"cases": plan_cases}, arrays)
+    assert check_answers(plan_cases, expected, outputs, report) >= 40
+    assert report["cases"]["hp2/rest"]["id"] == "42"
+    check_examples(stubs, outputs, report, ["rest", "grpc-typed"])
+    assert report["errors"]["fp64/rest"]["status"] == "400"
+    assert "INVALID_ARGUMENT" in report["errors"]["fp64/grpc"]["status"]
+    assert "input 'x' is FP64" in report["errors"]["fp64/grpc"]["message"]
+    for transport in ("rest", "grpc"):
+        assert report["health"][transport] == {"live": True, "ready": True, "model_ready": True}

@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_dtypes
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -225,6 +226,8 @@ def test_rest_response_round_trip(case: tuple[str, np.ndarray], binary: bool, te
             wide = np.float64 if datatype in ("FP16", "BF16") else datatypes.numpy_dtype(datatype)
             got = np.array(values, dtype=wide).astype(datatypes.numpy_dtype(datatype))
             got = got.reshape(out["shape"])
+            if datatype in ("FP16", "FP32", "FP64", "BF16"):  # JSON has no ±Infinity: null, read as NaN
+                array = np.where(np.isfinite(array.astype(np.float64)), array, np.nan).astype(array.dtype)
     assert same(got, array)
 
 
@@ -506,6 +509,20 @@ def test_bad_grpc_requests() -> None:
         parse(small)
     with pytest.raises(SigserveError, match="not a valid protocol buffer"):
         grpc.parse_infer(b"\x2a\xff\xff")
+
+
+def test_non_finite_floats_are_null_in_json_and_exact_in_binary() -> None:
+    values = np.array([np.nan, np.inf, -np.inf, 0.1], np.float32)
+    req = request.InferRequest(
+        inputs=[], outputs=[request.RequestedOutput("t"), request.RequestedOutput("b", {"binary_data": True})]
+    )
+    answer = request.response(req, {"t": values, "b": values}, "m", "1")
+    parts, header_length = rest.encode_infer(answer)
+    body = b"".join(bytes(p) for p in parts)
+    assert header_length is not None
+    doc = orjson.loads(body[:header_length])  # strict JSON: no NaN/Infinity tokens
+    assert doc["outputs"][0]["data"] == [None, None, None, 0.1]
+    assert np.frombuffer(body[header_length:], "<f4").tobytes() == values.tobytes()
 
 
 def test_non_utf8_bytes_output_asks_for_binary() -> None:

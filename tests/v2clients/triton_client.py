@@ -14,38 +14,17 @@ ways), `grpc` (raw contents, tritonclient's only way).
 from __future__ import annotations
 
 import json
+import pathlib
 import sys
 from typing import Any
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+from tritonclient.utils import InferenceServerException
 
-BF16 = "#bf16"  # .npz has no bfloat16: such arrays travel as their uint16 bits under `<key>#bf16`
-
-
-def load(arrays: Any, key: str) -> np.ndarray:
-    if key + BF16 in arrays.files:
-        import ml_dtypes
-
-        return np.asarray(arrays[key + BF16]).view(ml_dtypes.bfloat16)
-    return np.asarray(arrays[key])
-
-
-def store(out: dict[str, np.ndarray], key: str, array: np.ndarray) -> None:
-    if array.dtype.name == "bfloat16":
-        out[key + BF16] = array.view(np.uint16)
-    else:
-        out[key] = array
-
-
-def datatype_of(array: np.ndarray) -> str:
-    if array.dtype == object:
-        return "BYTES"
-    if array.dtype.name == "bfloat16":
-        return "BF16"
-    return str(np_to_triton_dtype(array.dtype))
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from arrays import datatype_of, load, store
 
 
 def run_case(clients: dict[str, Any], case: dict[str, Any], arrays: Any, transport: str) -> dict[str, Any]:

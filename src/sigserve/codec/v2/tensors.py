@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import orjson
 
-from sigserve.codec import _jsonwrite
 from sigserve.codec._jsonparse import NumList
 from sigserve.codec.json import value_to_string
 from sigserve.codec.v2 import datatypes
@@ -296,8 +295,9 @@ def _type_error(what: str, datatype: str, value: Any) -> SigserveError:
 
 
 def to_json(array: np.ndarray, datatype: str, what: str) -> bytes:
-    """The flat JSON `data` text of a tensor: shortest round-trip floats, NaN/Infinity as tokens,
-    BYTES as UTF-8 strings."""
+    """The flat JSON `data` text of a tensor: floats as the shortest text that reads back as the same
+    value, BYTES as UTF-8 strings. JSON has no NaN or Infinity: those are written as null, as KServe
+    does, so that every JSON parser reads the answer (binary data carries them exactly)."""
     flat = array.reshape(-1)
     if datatype == BYTES:
         try:
@@ -308,19 +308,9 @@ def to_json(array: np.ndarray, datatype: str, what: str) -> bytes:
                 'data (output parameter "binary_data": true, or request parameter '
                 '"binary_data_output": true)'
             ) from None
-    if datatype in ("FP16", "BF16"):
+    if datatype == "BF16":
         flat = flat.astype(np.float32)
-    elif datatype in _INT_BOUNDS and datatype not in ("UINT64", "INT64"):
-        flat = flat.astype(np.int64)
-    ready = _jsonwrite.orjson_ready(np.ascontiguousarray(flat))
-    if ready is not None:
-        text = _jsonwrite.dumps_numeric([ready], lambda t: t[0], [])
-        if text is not None:
-            return text
-    text = _jsonwrite.array_json(flat, "")
-    if text is None:
-        raise invalid(f"{what}: cannot write {datatype} as JSON")
-    return text
+    return orjson.dumps(np.ascontiguousarray(flat), option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 # -- the classification extension ----------------------------------------------------------------------
