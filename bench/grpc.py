@@ -170,7 +170,9 @@ def load(
         rps, p50, p99, errors, sent = loadgen.run_h2load(url, request, concurrency, duration)
     elif spec["kind"] == "http" and WRK:
         url = f"http://{spec['host']}:{spec['port']}{spec['path']}"
-        rps, p50, p99, errors, sent = loadgen.run_wrk(url, request, concurrency, duration)
+        headers = spec.get("headers")
+        assert headers is None or isinstance(headers, dict)
+        rps, p50, p99, errors, sent = loadgen.run_wrk(url, request, concurrency, duration, headers)
     else:
         out = subprocess.run(
             [PYTHON, "-c", LOADGEN, json.dumps(spec), str(concurrency), str(duration)],
@@ -276,7 +278,7 @@ class HalfPlusTwo(kserve.Model):
         out = InferOutput(name="y", shape=list(y.shape), datatype="FP32")
         out.set_data_from_numpy(y, binary_data=False)
         return InferResponse(
-            response_id=payload.id, model_name=self.name, infer_outputs=[out], from_grpc=True
+            response_id=payload.id, model_name=self.name, infer_outputs=[out], from_grpc=payload.from_grpc
         )
 
 if __name__ == "__main__":

@@ -40,6 +40,10 @@ __all__ = [
 ]
 
 HEADER_LENGTH = "inference-header-content-length"  # HTTP header names are case-insensitive
+# JSON up to this size is parsed by orjson (a 1-row request in ~2 µs, where the tokenizer below takes
+# ~60 µs); larger documents, and any that orjson refuses (NaN tokens, deep nesting, trailing bytes),
+# go to sigserve's parser, which hands large numeric arrays to numpy in one piece and words errors.
+_SMALL_JSON = 4096
 
 
 def _object(value: Any, what: str) -> dict[str, Any]:
@@ -79,6 +83,15 @@ def _header_length(header: str | bytes | None, size: int) -> int | None:
     return int(text)
 
 
+def _loads(data: bytes) -> Any:
+    if len(data) <= _SMALL_JSON:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return loads(data)
+
+
 def parse_infer(
     body: bytes, header_length: str | bytes | None, model_name: str = "", model_version: str = ""
 ) -> InferRequest:
@@ -87,7 +100,7 @@ def parse_infer(
     length = _header_length(header_length, len(body))
     view = memoryview(body)
     json_part = view if length is None else view[:length]
-    doc = _object(loads(bytes(json_part)) if len(json_part) else None, "The inference request")
+    doc = _object(_loads(bytes(json_part)) if len(json_part) else None, "The inference request")
     binary = view[len(json_part) :]
     request_id = doc.get("id", "")
     if not isinstance(request_id, str):
