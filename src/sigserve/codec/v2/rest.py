@@ -16,7 +16,6 @@ from typing import Any
 import orjson
 
 from sigserve.codec._jsonparse import loads
-from sigserve.codec.json import encode_error
 from sigserve.codec.v2 import datatypes, tensors
 from sigserve.codec.v2.metadata import ModelMetadata
 from sigserve.codec.v2.request import (
@@ -29,15 +28,6 @@ from sigserve.codec.v2.request import (
     int_parameter,
 )
 from sigserve.codec.v2.tensors import brief, invalid
-
-__all__ = [
-    "HEADER_LENGTH",
-    "encode_error",
-    "encode_infer",
-    "encode_model_metadata",
-    "encode_server_metadata",
-    "parse_infer",
-]
 
 HEADER_LENGTH = "inference-header-content-length"  # HTTP header names are case-insensitive
 # JSON up to this size is parsed by orjson (a 1-row request in ~2 µs, where the tokenizer below takes
