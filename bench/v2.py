@@ -26,7 +26,6 @@ import os
 import pathlib
 import subprocess
 import sys
-import tempfile
 from typing import Any
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -165,31 +164,7 @@ def start_kserve() -> tuple[subprocess.Popen[bytes] | None, dict[str, object] | 
     reason = bench_grpc.kserve_unavailable_reason()
     if reason:
         return None, reason
-    http_port, grpc_port = loadgen.free_port(), loadgen.free_port()
-    site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
-    script = bench_grpc.KSERVE_SERVER.format(
-        src=str(ROOT / "src"),
-        site=str(site),
-        path=str(MODEL / "00000123"),
-        http_port=http_port,
-        grpc_port=grpc_port,
-    )
-    with tempfile.NamedTemporaryFile("w", suffix="_kserve_v2_server.py", delete=False) as f:
-        f.write(script)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(
-        [bench_grpc.BENCH_PYTHON, f.name, "--configure_logging=false"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        loadgen.wait_http(f"http://127.0.0.1:{http_port}/v2/models/half_plus_two/ready", proc)
-    except BaseException:
-        loadgen.stop(proc)
-        raise
-    finally:
-        os.unlink(f.name)
+    proc, http_port, grpc_port = bench_grpc.launch_kserve()
     return proc, {"pid": proc.pid, "http_port": http_port, "grpc_port": grpc_port}
 
 

@@ -28,7 +28,7 @@ from tests.grpc_servers import (
     fixture_models,
     grpc_target,
     metrics_text,
-    start_server,
+    serving,
 )
 from tests.models import export_dtypes
 from tests.test_serve_process import ServerProcess
@@ -51,12 +51,8 @@ def server(
         ("dtypes", export_dtypes(base / "models").parent, {}),
         ("spin", export_spin_model(base / "models"), {}),
     ]
-    proc = start_server(base / "models.config", models, [f"--max_request_body_bytes={MAX_BODY}"])
-    try:
+    with serving(base / "models.config", models, [f"--max_request_body_bytes={MAX_BODY}"]) as proc:
         yield proc
-    finally:
-        proc.stop()
-        proc.cleanup()
 
 
 @pytest.fixture(scope="module")

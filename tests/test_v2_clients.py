@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
-from tests.grpc_servers import Stubs, export_spin_model, fixture_models, grpc_target, start_server, tf_stubs
+from tests.grpc_servers import Stubs, export_spin_model, fixture_models, grpc_target, serving, tf_stubs
 from tests.models import DTYPES, export_dtypes
 from tests.test_serve_process import ServerProcess
 
@@ -48,12 +48,8 @@ def server(
         ("dtypes", export_dtypes(base / "models").parent, {}),
         ("spin", export_spin_model(base / "models"), {}),
     ]
-    proc = start_server(base / "models.config", models, [f"--grpc_transport={request.param}"])
-    try:
+    with serving(base / "models.config", models, [f"--grpc_transport={request.param}"]) as proc:
         yield proc
-    finally:
-        proc.stop()
-        proc.cleanup()
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.grpc_servers import CHANNEL_OPTIONS, grpc_target, start_server
+from tests.grpc_servers import CHANNEL_OPTIONS, grpc_target, serving
 from tests.models import export_dtypes
 from tests.test_serve_process import ServerProcess
 from tests.test_v2_codec import HOSTILE_DOC, SETTINGS, body_of, hostile_binary, hostile_grpc
@@ -38,12 +38,8 @@ def server(
         ("tf1", exported_models["tf1"].parent, {}),
         ("dtypes", export_dtypes(base / "models").parent, {}),
     ]
-    proc = start_server(base / "models.config", models, [f"--max_request_body_bytes={MAX_BODY}"])
-    try:
+    with serving(base / "models.config", models, [f"--max_request_body_bytes={MAX_BODY}"]) as proc:
         yield proc
-    finally:
-        proc.stop()
-        proc.cleanup()
 
 
 @pytest.fixture(scope="module")
