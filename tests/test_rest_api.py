@@ -286,7 +286,7 @@ def test_head_is_malformed_too(client: httpx.Client) -> None:
 
 
 def test_paths_outside_v1_are_a_plain_404(client: httpx.Client) -> None:
-    for path in ("/", "/v2/models/half_plus_two", "/models/half_plus_two:predict"):
+    for path in ("/", "/v3/models/half_plus_two", "/models/half_plus_two:predict"):  # /v2 is V2
         r = client.get(path)
         assert r.status_code == 404
         assert r.headers["content-type"] != "application/json"
