@@ -264,8 +264,8 @@ def test_grpc_requests_are_counted_with_tf_servings_metric_names(server: ServerP
     rpc_error(stubs.prediction.Predict, x_request("no_such_model"))
     text = metrics_text(server)
     assert (
-        ':tensorflow:serving:request_count{model_name="half_plus_two",status="OK",signature="serving_default"}'
-        in text
+        ':tensorflow:serving:request_count{model_name="half_plus_two",status="OK",signature="serving_default",'
+        'protocol="tfserving"}' in text
     )
     assert 'model_name="no_such_model",status="NOT_FOUND"' in text
     assert 'API="Predict",entrypoint="GRPC"' in text

@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 
 from sigserve.errors import invalid_argument, unavailable
-from sigserve.protos import MODEL_SERVICE, PREDICTION_SERVICE
+from sigserve.protos import INFERENCE_SERVICE, MODEL_SERVICE, PREDICTION_SERVICE
 from sigserve.server.grpc_handlers import PredictionServices
 from sigserve.server.grpc_methods import Method, call_method, method_table, rpc_status
 from sigserve.server.options import ServerOptions, worker_threads
@@ -266,7 +266,14 @@ NATIVE_CHANNEL_ARGUMENTS = frozenset(
         "grpc.so_reuseport",
     }
 )
-HEALTH_SERVICE_NAMES = ["", "ModelService", "PredictionService", MODEL_SERVICE, PREDICTION_SERVICE]
+HEALTH_SERVICE_NAMES = [
+    "",
+    "ModelService",
+    "PredictionService",
+    MODEL_SERVICE,
+    PREDICTION_SERVICE,
+    INFERENCE_SERVICE,
+]
 
 
 def create_server(service: PredictionService, options: ServerOptions) -> Any:

@@ -7,7 +7,8 @@ bodies, metadata, classify/regress, slow models, batching) runs in a bounded thr
 TensorFlow call is known to take well under the cost of the hop to the pool runs on the loop itself
 (`inline.py` has the rules and the measurements behind them).
 
-Paths: `/v1/...` is the TF Serving API; `/healthz` (alive), `/readyz` (every configured model has an
+Paths: `/v1/...` is the TF Serving API; `/v2` and `/v2/...` the Open Inference Protocol (`v2_rest.py`,
+over the same service); `/healthz` (alive), `/readyz` (every configured model has an
 AVAILABLE version) and the Prometheus page (`--monitoring_config_file`) are exact-path handlers that
 take priority, as TF Serving's metrics page does. sigserve adds `/openapi.json` and
 `/v1/models/<m>[/versions/<v>]/openapi.json` (documents built from the served signatures, `openapi/`)
@@ -26,7 +27,7 @@ import concurrent.futures
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -61,6 +62,7 @@ _STATIC_HEADERS = (
     (b"cache-control", b"no-cache"),
 )
 _MAX_CACHED_URLS = 1024
+T = TypeVar("T")
 _NOT_FOUND_BODY = b"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>"
 
 
@@ -160,6 +162,9 @@ class RestApp:
 
         self._json = codec_json
         self._example = codec_example
+        from sigserve.server.v2_rest import V2Routes
+
+        self.v2 = V2Routes(self)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -216,6 +221,17 @@ class RestApp:
             await self._config(scope, receive, send, method)
             return
 
+        if path_only == "/v2" or path_only.startswith("/v2/"):
+            if method == "OPTIONS":
+                await self._preflight(scope, send)
+                return
+            # V2's probes (server live/ready, model ready) stay open, as /healthz and /readyz do.
+            probe = path_only.startswith("/v2/health/") or path_only.endswith("/ready")
+            if self.auth and not probe and not await self._authenticated(scope, send, True):
+                return
+            status, headers, body = await self.v2.handle(scope, receive, method, path_only)
+            await _respond(send, status, body, headers)
+            return
         full_path = path_only + ("?" + query.decode("latin-1") if query else "")
         if not urls.is_api_path(full_path):
             await _respond(send, 404, _NOT_FOUND_BODY, ((b"content-type", b"text/html"),))
@@ -291,7 +307,7 @@ class RestApp:
         self._calls[(method, full_path)] = call
         return call
 
-    async def _in_pool(self, ctx: CallContext, fn: Callable[..., bytes], *args: Any) -> bytes:
+    async def _in_pool(self, ctx: CallContext, fn: Callable[..., T], *args: Any) -> T:
         future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         try:
             return await asyncio.wait_for(future, ctx.timeout)

@@ -118,6 +118,7 @@ class PredictionService:
             signature=ctx.signature,
             code=code,
             latency_seconds=time.perf_counter() - ctx.started,
+            protocol=ctx.protocol,
         )
 
     def authenticate(self, ctx: CallContext) -> None:
