@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sigserve.codec.tensor import _varint_bytes, _varints
+from sigserve.codec.tensor import _varints, varint_bytes
 from sigserve.codec.v2 import datatypes, tensors
 from sigserve.codec.v2.datatypes import BOOL, BYTES
 from sigserve.codec.v2.metadata import ModelMetadata
@@ -169,7 +169,7 @@ def _to_contents(contents: Any, array: np.ndarray, datatype: str, what: str) -> 
         payload = _varints(flat.astype(np.uint64))
     else:  # negative ints are sign-extended to 64 bits on the wire, int32 fields included
         payload = _varints(flat.astype(np.int64).view(np.uint64))
-    contents.MergeFromString(_varint_bytes((number << 3) | 2) + _varint_bytes(len(payload)) + payload)
+    contents.MergeFromString(varint_bytes((number << 3) | 2) + varint_bytes(len(payload)) + payload)
 
 
 def model_name_of(data: bytes) -> str:
