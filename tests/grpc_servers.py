@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import httpx
 
-from tests.test_serve_process import ServerProcess, write_model_config
+from tests.servers import ServerProcess, write_model_config
 
 INT32_MAX = 2**31 - 1
 CHANNEL_OPTIONS = [

@@ -29,7 +29,7 @@ from sigserve.protos import (
 )
 from sigserve.server import auth
 from tests.grpc_servers import fixture_models, grpc_target, start_server
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 OLD = "old-token-4f1c9e"
 NEW = "new-token-9b27d0"

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from sigserve.server import auth
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip: .[dev])")
 expect = sync_api.expect

@@ -24,7 +24,7 @@ from tests.grpc_servers import (
     tf_stubs,
     wait_for_metric,
 )
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 TWO_VERSIONS = "saved_model_half_plus_two_2_versions"
 

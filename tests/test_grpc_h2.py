@@ -34,7 +34,7 @@ from tests.grpc_servers import (
     start_server,
     tf_stubs,
 )
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 MAX_RECEIVE = 2 << 20
@@ -116,7 +116,7 @@ def test_health_check_request_parsing_survives_garbage(data: bytes) -> None:
 
 
 def test_a_host_name_is_bound_on_each_of_its_addresses() -> None:
-    from tests.test_serve_process import free_port
+    from tests.servers import free_port
 
     port = free_port()
     sockets = grpc_h2.bind(f"localhost:{port}")

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from tests.test_serve_process import ServerProcess, write_model_config
+from tests.servers import ServerProcess, write_model_config
 
 # What schemathesis checks. Not its `positive_data_acceptance`: a request can fit the document and
 # still fail in the model (random strings are not serialized tf.Examples), which TF Serving answers

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.test_serve_process import ServerProcess, write_model_config
+from tests.servers import ServerProcess, write_model_config
 
 MAX_BODY = 1 << 20  # this server's --max_request_body_bytes
 

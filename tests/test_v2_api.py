@@ -31,7 +31,7 @@ from tests.grpc_servers import (
     serving,
 )
 from tests.models import export_dtypes
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 TWO = "saved_model_half_plus_two_2_versions"
 MAX_BODY = 1 << 20

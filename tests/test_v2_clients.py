@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.grpc_servers import Stubs, export_spin_model, fixture_models, grpc_target, serving, tf_stubs
 from tests.models import DTYPES, export_dtypes
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 V2_PYTHON = ROOT / ".venv-v2" / "bin" / "python"
 CLIENTS = pathlib.Path(__file__).parent / "v2clients"

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests.grpc_servers import CHANNEL_OPTIONS, grpc_target, serving
 from tests.models import export_dtypes
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 from tests.test_v2_codec import HOSTILE_DOC, SETTINGS, body_of, hostile_binary, hostile_grpc
 
 pytestmark = pytest.mark.slow
