@@ -59,6 +59,13 @@ HELP: dict[str, str] = {
     "rest_api_enable_cors_support": "add Access-Control-Allow-* headers to REST responses",
     "max_request_body_bytes": "largest REST request body, after gzip decoding; larger gets 413 "
     "(default 67108864 = 64 MiB)",
+    "rest_api_max_header_bytes": "largest REST request line + headers in bytes; larger gets 431 "
+    "(default 65536)",
+    "rest_api_max_headers": "most REST request headers; more gets 431 (default 100)",
+    "rest_api_header_timeout_seconds": "a REST request's headers must arrive within this, else 408 and "
+    "the connection is closed (default 30)",
+    "rest_api_keep_alive_timeout_seconds": "close a REST connection idle this long between requests "
+    "(default 60)",
     "shutdown_grace_seconds": "on SIGTERM, how long in-flight requests may take to finish (default 30)",
     "model_name": "name of the single model (default 'default'; env MODEL_NAME)",
     "model_base_path": "directory holding the model's numbered versions, e.g. /models/m with /models/m/1 "

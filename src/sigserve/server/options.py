@@ -22,6 +22,10 @@ class ServerOptions:
     rest_api_timeout_in_ms: int = 30000
     rest_api_enable_cors_support: bool = False
     max_request_body_bytes: int = 64 * 1024 * 1024  # REST only; larger bodies get 413
+    rest_api_max_header_bytes: int = 64 * 1024  # request line + headers; more gets 431
+    rest_api_max_headers: int = 100  # more gets 431
+    rest_api_header_timeout_seconds: float = 30  # a request's headers must arrive within this (else 408)
+    rest_api_keep_alive_timeout_seconds: float = 60  # an idle REST connection is closed after this
     shutdown_grace_seconds: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     grpc_max_threads: int = 0
     grpc_channel_arguments: str = ""

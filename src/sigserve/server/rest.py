@@ -1,4 +1,5 @@
-"""TF Serving's REST API as a raw ASGI application (tfserving-api.md §1), served by uvicorn.
+"""TF Serving's REST API as a raw ASGI application (tfserving-api.md §1), served by `http1.py`
+(sigserve's HTTP/1.1 protocol; any ASGI server, e.g. Ray Serve's proxy, can host it too).
 
 No web framework: the routing is TF Serving's two regular expressions (`urls.py`), and a framework's
 per-request machinery would cost more than the routing does. Whatever may take long (large or gzipped
@@ -33,7 +34,7 @@ import orjson
 
 from sigserve.errors import Code, SigserveError, http_status, invalid_argument
 from sigserve.interfaces import Servable
-from sigserve.server import rest_config, rest_metadata, urls
+from sigserve.server import http1, rest_config, rest_metadata, urls
 from sigserve.server.options import ServerOptions, worker_threads
 from sigserve.service import CallContext, ModelSpec, PredictionService, PredictRequest
 
@@ -243,18 +244,86 @@ class RestApp:
             return
         await self._api(scope, receive, send, method, full_path)
 
+    # -- the loop's short path ---------------------------------------------------------------------
+
+    def respond_now(self, request: http1.Request) -> http1.Response | None:
+        """A complete, small, plain predict on /v1, answered on the loop without ASGI (`http1.py`
+        asks this first); None for anything else, which the ASGI path below answers. Both end in
+        `_predict`, `_failure` and the service's `record`, so the two answer alike."""
+        if request.method != "POST" or request.query:
+            return None
+        path = request.raw_path.decode("latin-1")
+        call = self._calls.get(("POST", path))
+        if call is None or call.kind != "predict" or path == self.metrics_path:
+            return None  # not a predict URL seen before (the ASGI path parses and caches it)
+        authorization = None
+        for name, value in request.headers:
+            if name == b"content-encoding":
+                return None
+            if name == b"authorization":
+                authorization = value
+        if self.auth and not self._token_ok(authorization):
+            return None  # the ASGI path answers 401
+        body = request.body[0] if len(request.body) == 1 else b"".join(request.body)
+        ctx = CallContext("REST", call.model_name, self.timeout, deadline_message=self._deadline_text)
+        ctx.api = "predict"
+        if len(body) > self.max_body or not self.service.may_run_inline(len(body), ctx):
+            return None
+        try:
+            out = self._predict(ctx, self._predict_request(call, self._json.parse_predict(body)), True)
+            if out is None:
+                return None  # the service wants it in the pool after all
+            code, status = Code.OK, 200
+        except Exception as e:
+            code, status, out = self._failure(e, ctx, "POST", path, request.headers)
+        self.service.record(ctx, code)
+        return status, self.headers, out
+
+    def _failure(
+        self,
+        error: Exception,
+        ctx: CallContext,
+        method: str,
+        path: str,
+        headers: Sequence[tuple[bytes, bytes]],
+    ) -> tuple[Code, int, bytes]:
+        """(code, HTTP status, JSON body) of a failed /v1 call; an unexpected error is logged."""
+        if isinstance(error, BodyTooLarge):
+            return Code.INVALID_ARGUMENT, 413, self._json.encode_error(str(error))
+        if isinstance(error, SigserveError):
+            return error.code, http_status(error.code), self._json.encode_error(error.message)
+        logger.error(  # a bug: answer INTERNAL and keep serving
+            "Unexpected error serving %s %s",
+            method,
+            path,
+            exc_info=error,
+            extra={"model": ctx.model_name or None, "request_id": _request_id(headers)},
+        )
+        return Code.INTERNAL, 500, self._json.encode_error(f"Internal error: {type(error).__name__}: {error}")
+
+    def _token_ok(self, authorization: bytes | None) -> bool:
+        try:
+            self._authenticate(authorization)
+        except SigserveError:
+            return False
+        return True
+
+    def _authenticate(self, authorization: bytes | None) -> None:
+        metadata = {"authorization": authorization.decode("latin-1")} if authorization is not None else {}
+        self.service.authenticate(CallContext("REST", "", metadata=metadata))
+
     async def _authenticated(self, scope: Scope, send: Send, json: bool) -> bool:
         """The service's token check on this request's Authorization header; on failure answers 401
         (`{"error": ...}`, or text for the metrics page) with a Bearer challenge and returns False.
         Refused calls are not counted in the request metrics (no model was named yet), on any
         protocol."""
-        metadata: dict[str, str] = {}
+        authorization = None
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
-                metadata["authorization"] = value.decode("latin-1")
+                authorization = value
                 break
         try:
-            self.service.authenticate(CallContext("REST", "", metadata=metadata))
+            self._authenticate(authorization)
         except SigserveError as e:
             if json:
                 body, kind = self._json.encode_error(e.message), _JSON
@@ -284,19 +353,8 @@ class RestApp:
                 out = await self._in_pool(ctx, self._process, ctx, call, body, gzipped)
             code = Code.OK
             status = 200
-        except BodyTooLarge as e:
-            code, status, out = Code.INVALID_ARGUMENT, 413, self._json.encode_error(str(e))
-        except SigserveError as e:
-            code, status, out = e.code, http_status(e.code), self._json.encode_error(e.message)
-        except Exception as e:  # a bug: answer INTERNAL and keep serving
-            logger.exception(
-                "Unexpected error serving %s %s",
-                method,
-                full_path,
-                extra={"model": ctx.model_name or None, "request_id": _request_id(scope)},
-            )
-            code, status = Code.INTERNAL, 500
-            out = self._json.encode_error(f"Internal error: {type(e).__name__}: {e}")
+        except Exception as e:
+            code, status, out = self._failure(e, ctx, method, full_path, scope.get("headers", ()))
         self.service.record(ctx, code)
         await _respond(send, status, out, self.headers)
 
@@ -512,9 +570,9 @@ class RestApp:
         await _respond(send, 200 if readiness.ready else 503, body, (_JSON,))
 
 
-def _request_id(scope: Scope) -> str | None:
+def _request_id(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
     """The request's `X-Request-Id` header, for the log line of a failed request."""
-    for name, value in scope.get("headers", ()):
+    for name, value in headers:
         if name == b"x-request-id":
             return str(value.decode("latin-1"))
     return None

@@ -1,10 +1,11 @@
 """`sigserve serve`: the model server process (tfserving-api.md §1, §6, §7).
 
-One asyncio loop runs both front ends: uvicorn (REST) and gRPC (`grpc_h2`, or grpc.aio). The listeners open
-before the models finish loading, so `/healthz` answers at once and `/readyz` says 503 until every
-configured model is AVAILABLE (a Kubernetes liveness probe does not kill a server that is still
-loading a large model). TF Serving's two start-up lines, which scripts wait for, are printed only once
-the models are available, when they mean what they mean in TF Serving.
+One asyncio loop runs both front ends: REST (`http1.py` under `rest.py`'s app) and gRPC (`grpc_h2`,
+or grpc.aio). The listeners open before the models finish loading, so `/healthz` answers at once
+and `/readyz` says 503 until every configured model is AVAILABLE (a Kubernetes liveness probe does
+not kill a server that is still loading a large model). TF Serving's two start-up lines, which
+scripts wait for, are printed only once the models are available, when they mean what they mean in
+TF Serving.
 
 SIGTERM / SIGINT: stop accepting connections, let in-flight requests finish (up to
 `shutdown_grace_seconds`), then unload every model. A second SIGINT stops at once.
@@ -30,6 +31,7 @@ from sigserve.interfaces import RunnerWrapper, Servable
 from sigserve.manager import LoadRequest, ServerCore
 from sigserve.protos.model_server_config_pb2 import ModelServerConfig
 from sigserve.requestlog import RequestLogger
+from sigserve.server import http1
 from sigserve.server.gcfreeze import GcFreezer
 from sigserve.server.options import ServerOptions
 from sigserve.server.rest import DEFAULT_METRICS_PATH, RestApp, create_app
@@ -277,53 +279,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-class RestServer:
-    """uvicorn's Server driven step by step (startup, main loop, shutdown) inside our own loop, so
-    that sigserve, not uvicorn, owns the signal handlers and the shutdown order."""
-
-    def __init__(self, app: RestApp, sock: socket.socket, grace: float) -> None:
-        import uvicorn
-
-        http = "httptools"
-        try:
-            import httptools  # noqa: F401
-        except ImportError:
-            http = "h11"
-        self.config = uvicorn.Config(
-            app,
-            http=http,
-            lifespan="off",
-            access_log=False,
-            log_level="warning",
-            server_header=False,
-            # The X-Forwarded-* rewriting middleware only changes scope["client"] and the scheme,
-            # which this app never reads; it cost ~1% of a 1-row predict.
-            proxy_headers=False,
-            timeout_graceful_shutdown=max(1, round(grace)),
-            timeout_keep_alive=60,
-            # In JSON mode uvicorn's loggers go through the root handler instead of printing text.
-            log_config=None if logformat.is_json() else uvicorn.config.LOGGING_CONFIG,
-        )
-        self.config.load()
-        self.server = uvicorn.Server(self.config)
-        self.server.lifespan = self.config.lifespan_class(self.config)
-        self.sock = sock
-        self._main: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.server.startup(sockets=[self.sock])
-        self._main = asyncio.ensure_future(self.server.main_loop())
-
-    async def stop(self, force: bool = False) -> None:
-        self.server.should_exit = True
-        self.server.force_exit = force
-        if self._main is not None:
-            await self._main
-        if self.server.started:
-            await self.server.shutdown(sockets=[self.sock])
-
-    def force(self) -> None:
-        self.server.force_exit = True
+def rest_limits(options: ServerOptions) -> http1.Limits:
+    return http1.Limits(
+        max_header_bytes=int(options.rest_api_max_header_bytes),
+        max_headers=int(options.rest_api_max_headers),
+        header_timeout=float(options.rest_api_header_timeout_seconds),
+        keep_alive_timeout=float(options.rest_api_keep_alive_timeout_seconds),
+    )
 
 
 # -- the process -----------------------------------------------------------------------------------
@@ -369,7 +331,7 @@ async def serve_async(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     force = {"count": 0}
-    rest: RestServer | None = None
+    rest: http1.Http1Server | None = None
 
     def on_signal() -> None:
         force["count"] += 1
@@ -401,8 +363,11 @@ async def serve_async(
             )
             rest_enabled = False
         if rest_enabled:
-            rest = RestServer(
-                app, bind_socket(options.rest_api_host, options.rest_api_port), options.shutdown_grace_seconds
+            rest = http1.Http1Server(
+                app,
+                bind_socket(options.rest_api_host, options.rest_api_port),
+                rest_limits(options),
+                options.shutdown_grace_seconds,
             )
             await rest.start()
         if options.port != 0 or options.grpc_socket_path:
@@ -458,7 +423,9 @@ async def serve_async(
     return status
 
 
-async def _shutdown(options: ServerOptions, rest: RestServer | None, grpc_server: Any, force: bool) -> None:
+async def _shutdown(
+    options: ServerOptions, rest: http1.Http1Server | None, grpc_server: Any, force: bool
+) -> None:
     tasks = []
     if rest is not None:
         tasks.append(rest.stop(force=force))
