@@ -59,6 +59,9 @@ HELP: dict[str, str] = {
     "rest_api_enable_cors_support": "add Access-Control-Allow-* headers to REST responses",
     "max_request_body_bytes": "largest REST request body, after gzip decoding; larger gets 413 "
     "(default 67108864 = 64 MiB)",
+    "max_request_json_depth": "deepest nesting of JSON arrays and objects in a REST request body "
+    "(/v1 and /v2); deeper gets 400 before it costs memory (default 100; a rank-N tensor needs N+1 "
+    "to N+4)",
     "shutdown_grace_seconds": "on SIGTERM, how long in-flight requests may take to finish (default 30)",
     "model_name": "name of the single model (default 'default'; env MODEL_NAME)",
     "model_base_path": "directory holding the model's numbered versions, e.g. /models/m with /models/m/1 "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from sigserve.codec import DEFAULT_MAX_JSON_DEPTH
 from sigserve.cpus import schedulable_cpus
 
 
@@ -22,6 +23,7 @@ class ServerOptions:
     rest_api_timeout_in_ms: int = 30000
     rest_api_enable_cors_support: bool = False
     max_request_body_bytes: int = 64 * 1024 * 1024  # REST only; larger bodies get 413
+    max_request_json_depth: int = DEFAULT_MAX_JSON_DEPTH  # REST JSON nesting; deeper bodies get 400
     shutdown_grace_seconds: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     grpc_max_threads: int = 0
     grpc_channel_arguments: str = ""
