@@ -157,6 +157,13 @@ def options_from_args(args: argparse.Namespace, environ: dict[str, str] | None =
             raise invalid_argument(
                 f"--{name} must be a port number, 0-65535 (0 turns it off); got {given[name]}"
             )
+    if given.get("max_request_json_depth", 2) < 2:
+        from sigserve.errors import invalid_argument
+
+        raise invalid_argument(
+            "--max_request_json_depth must be at least 2 (a request is an object holding a list, "
+            f'{{"instances": [1.0]}}), e.g. 100, the default; got {given["max_request_json_depth"]}'
+        )
     if "model_name" not in given and env.get("MODEL_NAME"):
         given["model_name"] = env["MODEL_NAME"]
     if "model_base_path" not in given and "model_config_file" not in given and env.get("MODEL_BASE_PATH"):
