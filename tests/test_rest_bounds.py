@@ -16,8 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.grpc_servers import serving
-from tests.models import export_strings
+from tests.grpc_servers import serving_strings
 from tests.servers import ServerProcess
 
 MAX_DEPTH = 20  # the server's --max_request_json_depth: a non-default value, to see the flag work
@@ -26,10 +25,8 @@ TIMEOUT_MS = 1500
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    base = tmp_path_factory.mktemp("rest_bounds")
-    models = [("strings", export_strings(base / "models").parent, {})]
     args = [f"--max_request_json_depth={MAX_DEPTH}", f"--rest_api_timeout_in_ms={TIMEOUT_MS}"]
-    with serving(base / "models.config", models, args) as proc:
+    with serving_strings(tmp_path_factory.mktemp("rest_bounds"), args) as proc:
         yield proc
 
 

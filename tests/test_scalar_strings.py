@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 from sigserve.protos import open_inference_pb2 as pb
-from tests.grpc_servers import CHANNEL_OPTIONS, grpc_target, serving, tf_stubs
-from tests.models import export_strings
+from tests.grpc_servers import CHANNEL_OPTIONS, grpc_target, serving_strings, tf_stubs
 from tests.servers import ServerProcess
 
 RAW = b"\xffa\x00"  # not UTF-8, and a trailing NUL that a numpy bytes_ array would drop
@@ -26,30 +25,26 @@ RAW = b"\xffa\x00"  # not UTF-8, and a trailing NUL that a numpy bytes_ array wo
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    base = tmp_path_factory.mktemp("scalar_strings")
-    models = [("strings", export_strings(base / "models").parent, {})]
-    with serving(base / "models.config", models) as proc:
+    with serving_strings(tmp_path_factory.mktemp("scalar_strings")) as proc:
         yield proc
 
 
-@pytest.fixture(scope="module")
-def client(server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60.0) as c:
-        yield c
+def post(server: ServerProcess, path: str, doc: object) -> httpx.Response:
+    return httpx.post(server.url + path, json=doc, timeout=60.0)
 
 
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def test_rest_columnar_writes_scalar_strings_bare(client: httpx.Client) -> None:
-    r = client.post("/v1/models/strings:predict", json={"inputs": "abc"})
+def test_rest_columnar_writes_scalar_strings_bare(server: ServerProcess) -> None:
+    r = post(server, "/v1/models/strings:predict", {"inputs": "abc"})
     assert r.status_code == 200, r.text
     assert r.json() == {"outputs": {"joined": "abc", "text": "abc", "text_bytes": {"b64": b64(b"abc")}}}
 
 
-def test_rest_columnar_scalar_bytes_keep_every_byte(client: httpx.Client) -> None:
-    r = client.post("/v1/models/strings:predict", json={"inputs": {"b64": b64(RAW)}})
+def test_rest_columnar_scalar_bytes_keep_every_byte(server: ServerProcess) -> None:
+    r = post(server, "/v1/models/strings:predict", {"inputs": {"b64": b64(RAW)}})
     assert r.status_code == 200, r.text
     # TF Serving writes string tensors unvalidated (raw bytes, control characters escaped) and
     # `_bytes` aliases as base64: the NUL survives both ways.
@@ -57,9 +52,9 @@ def test_rest_columnar_scalar_bytes_keep_every_byte(client: httpx.Client) -> Non
     assert b'"text_bytes":{"b64":"' + base64.b64encode(RAW) + b'"}' in r.content
 
 
-def test_rest_row_format_refuses_a_rank0_output_as_tf_serving(client: httpx.Client) -> None:
+def test_rest_row_format_refuses_a_rank0_output_as_tf_serving(server: ServerProcess) -> None:
     # `joined` is rank 0 whatever the input: the row format has no batch to split it by.
-    r = client.post("/v1/models/strings:predict", json={"instances": ["abc", "de"]})
+    r = post(server, "/v1/models/strings:predict", {"instances": ["abc", "de"]})
     assert r.status_code == 400
     assert r.json() == {"error": "Tensor name: joined has no shape information "}
 
@@ -83,10 +78,10 @@ def test_grpc_predict_returns_a_rank0_string_tensor(server: ServerProcess) -> No
         assert tf.make_ndarray(tensor)[()] == RAW
 
 
-def test_v2_rest_and_grpc_answer_a_bytes_scalar(server: ServerProcess, client: httpx.Client) -> None:
+def test_v2_rest_and_grpc_answer_a_bytes_scalar(server: ServerProcess) -> None:
     for data in (["abc"], "abc"):
         body = {"inputs": [{"name": "s", "datatype": "BYTES", "shape": [], "data": data}]}
-        r = client.post("/v2/models/strings/infer", json=body)
+        r = post(server, "/v2/models/strings/infer", body)
         assert r.status_code == 200, r.text
         outputs = {o["name"]: o for o in r.json()["outputs"]}
         assert outputs["text"] == {"name": "text", "datatype": "BYTES", "shape": [], "data": ["abc"]}
@@ -108,6 +103,6 @@ def test_v2_rest_and_grpc_answer_a_bytes_scalar(server: ServerProcess, client: h
         assert list(out.contents.bytes_contents) == [RAW]
 
 
-def test_rest_scalar_string_body_is_valid_json_for_utf8(client: httpx.Client) -> None:
-    r = client.post("/v1/models/strings:predict", json={"inputs": "snow ☃"})
+def test_rest_scalar_string_body_is_valid_json_for_utf8(server: ServerProcess) -> None:
+    r = post(server, "/v1/models/strings:predict", {"inputs": "snow ☃"})
     assert json.loads(r.content)["outputs"]["text"] == "snow ☃"
