@@ -67,6 +67,16 @@ def serving(
         proc.cleanup()
 
 
+@contextlib.contextmanager
+def serving_strings(base: pathlib.Path, extra_args: Sequence[str] = ()) -> Iterator[ServerProcess]:
+    """`serving` the ``strings`` model (tests.models.export_strings) alone, exported under `base`."""
+    from tests.models import export_strings
+
+    models = [("strings", export_strings(base / "models").parent, {})]
+    with serving(base / "models.config", models, extra_args) as proc:
+        yield proc
+
+
 def grpc_target(server: ServerProcess) -> str:
     return f"127.0.0.1:{server.grpc_port}"
 

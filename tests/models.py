@@ -229,3 +229,27 @@ def export_dtypes(base: pathlib.Path, version: int = 1) -> pathlib.Path:
         signatures={"serving_default": module.half, "identity": module.identity, "scores": module.scores},
     )
     return export_dir
+
+
+def export_strings(base: pathlib.Path, version: int = 1) -> pathlib.Path:
+    """``strings``: a TF2 module with one string input of any rank (not in EXPORTERS).
+
+    * ``serving_default``: ``s`` string, unknown rank -> ``text`` = s, ``text_bytes`` = s (the
+      ``_bytes`` suffix: written as ``{"b64": ...}``), ``joined`` = all of s joined, always rank 0.
+    """
+    import tensorflow as tf
+
+    export_dir = _version_dir(base, "strings", version)
+
+    class Strings(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec(None, tf.string, name="s")])
+        def serve(self, s: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {
+                "text": tf.identity(s),
+                "text_bytes": tf.identity(s),
+                "joined": tf.strings.reduce_join(tf.reshape(s, [-1])),
+            }
+
+    module = Strings()
+    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": module.serve})
+    return export_dir

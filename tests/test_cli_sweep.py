@@ -49,6 +49,12 @@ HPT = "saved_model_half_plus_two_cpu/00000123"
             "--rest_api_port must be a port number, 0-65535 (0 turns it off); got -1",
         ),
         (
+            ["serve", "--model_base_path=/m", "--max_request_json_depth=0"],
+            1,
+            "--max_request_json_depth must be at least 2 (a request is an object holding a list, "
+            '{{"instances": [1.0]}}), e.g. 100, the default; got 0',
+        ),
+        (
             ["serve", "--model_base_path=/m", "--enable_batching=maybe"],
             2,
             "expected true or false, got 'maybe'",

@@ -128,6 +128,12 @@ def test_show_signature_def_without_tag_set_with_several_tag_sets(
             "(did you mean model_config_list?)",
         ),
         (
+            "--ssl_config_file",
+            'server_key: "k" server_cert: "c" client_verfy: true',
+            'Message type "tensorflow.serving.SSLConfig" has no field named "client_verfy" '
+            "(did you mean client_verify?)",
+        ),
+        (
             "--monitoring_config_file",
             "prometheus_config { enabl: true }",
             'Message type "tensorflow.serving.PrometheusConfig" has no field named "enabl" '

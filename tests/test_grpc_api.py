@@ -271,6 +271,33 @@ def test_grpc_requests_are_counted_with_tf_servings_metric_names(server: ServerP
     assert 'API="Predict",entrypoint="GRPC"' in text
 
 
+def test_grpc_metadata_and_status_calls_are_not_counted(server: ServerProcess, stubs: Stubs) -> None:
+    """TF Serving records request_count / request_latency for Predict, Classify and Regress only
+    (prediction_service_impl.cc): GetModelMetadata and GetModelStatus leave the metrics as they were."""
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
+
+    def counted() -> list[str]:
+        return [
+            line
+            for line in metrics_text(server).splitlines()
+            if line.startswith(
+                (":tensorflow:serving:request_count{", ":tensorflow:serving:request_latency_count{")
+            )
+        ]
+
+    before = counted()
+    metadata = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    metadata.model_spec.name = "half_plus_two"
+    status = get_model_status_pb2.GetModelStatusRequest()
+    status.model_spec.name = "half_plus_two"
+    for _ in range(3):
+        stubs.prediction.GetModelMetadata(metadata, timeout=60)
+        stubs.model.GetModelStatus(status, timeout=60)
+    after = counted()
+    assert after == before
+    assert not any('API="Get' in line for line in after)
+
+
 # -- Classify / Regress ----------------------------------------------------------------------------
 
 

@@ -165,6 +165,10 @@ def test_create_server_start_up_errors() -> None:
                     _create(ServerOptions(port=port, grpc_host="127.0.0.1", grpc_transport=transport))
                 )
             assert e.value.code == Code.UNAVAILABLE
-            assert f"Could not bind the gRPC API to 127.0.0.1:{port}" in e.value.message
+            assert e.value.message.startswith(f"Could not bind the gRPC API to 127.0.0.1:{port}: ")
+            assert "[Errno" not in e.value.message
+            assert "(TF Serving: Failed to BuildAndStart gRPC server)" in e.value.message
+            assert f"Is another sigserve or TF Serving using port {port}? Stop it" in e.value.message
+            assert f"e.g. --port={port + 1} (--port=0 serves REST only)" in e.value.message
     with pytest.raises(SigserveError, match="Unknown --grpc_transport 'h3': use native"):
         asyncio.run(_create(ServerOptions(port=0, grpc_socket_path="/tmp/x.sock", grpc_transport="h3")))

@@ -356,6 +356,9 @@ def test_healthz_and_readyz(client: httpx.Client) -> None:
 def test_prometheus_metrics(client: httpx.Client) -> None:
     client.post("/v1/models/half_plus_two:predict", json={"instances": [1.0]})
     client.post("/v1/models/nope:predict", json={"instances": [1.0]})
+    # status and metadata GETs: counted, with TF Serving's API label for a URL without a verb, ""
+    assert client.get("/v1/models/half_plus_two").status_code == 200
+    assert client.get("/v1/models/half_plus_two/metadata").status_code == 200
     r = client.get("/monitoring/prometheus/metrics")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
@@ -370,6 +373,10 @@ def test_prometheus_metrics(client: httpx.Client) -> None:
         'protocol="tfserving"}' in text
     )
     assert "# TYPE :tensorflow:serving:request_latency histogram\n" in text
+    assert (
+        ':tensorflow:serving:request_latency_count{model_name="half_plus_two",API="",entrypoint="REST",'
+        'signature="",protocol="tfserving"}'
+    ) in text
     assert (
         ':tensorflow:serving:request_latency_count{model_name="half_plus_two",API="predict",entrypoint="REST",'
         'signature="serving_default",protocol="tfserving"}'

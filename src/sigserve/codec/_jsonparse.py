@@ -3,7 +3,13 @@
 What differs from Python's `json` and from orjson, and why this module exists:
 * `NaN`, `Infinity`, `-Infinity` and rapidjson's `Inf` / `-Inf` are numbers;
 * parsing stops after the first complete value (trailing bytes are ignored);
-* nesting depth is unlimited: the parser keeps its own stack (500,000 levels parse fine);
+* nesting deeper than `max_depth` (default 100, `serve --max_request_json_depth`) is refused with
+  the offset of the bracket that goes too deep, before the document costs memory: rapidjson recurses
+  without a limit, and a body nested millions deep would otherwise build millions of Python lists;
+* integer literals too long for any number type are refused as rapidjson refuses them ("Number too
+  big to be stored in double."), never handed to `int()` (which refuses more than 4,300 digits);
+* with a `deadline` (a callable that raises once the call's time is up), long documents check it
+  every few thousand values, so a call already answered 504 stops parsing soon after;
 * on duplicate object keys the first wins (rapidjson's FindMember);
 * errors are rapidjson's English texts with a byte offset;
 * an integer literal is an `int` (if it fits 64 bits, signed or unsigned), anything written with a
@@ -18,15 +24,22 @@ pysimdjson is installed: `_jsonnum` parses them without a Python object per numb
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import orjson
 
-from sigserve.codec import _jsonnum
+from sigserve.codec import DEFAULT_MAX_JSON_DEPTH, _jsonnum
 from sigserve.errors import Code, SigserveError
 
 _INT64_MIN = -(1 << 63)
 _UINT64_MAX = (1 << 64) - 1
+_MAX_INT_DIGITS = 20  # len(str(_UINT64_MAX)): a longer integer literal can only be a double
+# How often (in values) a parse with a deadline looks at the clock: a few milliseconds of work.
+DEADLINE_STRIDE = 4096
+_DEPTH_WINDOW = 1 << 18  # bytes of a numeric array looked at at once for its nesting depth
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]")  # what `translate` deletes
 
 _WS = frozenset(b" \t\n\r")
 _INT_PART = re.compile(rb"-?(?:0|[1-9][0-9]*)")
@@ -76,20 +89,63 @@ class NumList(list):  # type: ignore[type-arg]
     has_literal: bool
 
 
+Deadline = Callable[[], None]  # raises (DEADLINE_EXCEEDED) once the call's time is up
+
+
 def parse_error(message: str, offset: int) -> SigserveError:
     return SigserveError(Code.INVALID_ARGUMENT, f"JSON Parse error: {message} at offset: {offset}")
 
 
-def loads(body: bytes, tensors: bool = False) -> Any:
+def depth_error(max_depth: int, offset: int) -> SigserveError:
+    return parse_error(
+        f"The document nests arrays and objects more than {max_depth} levels deep (sigserve's limit, "
+        "--max_request_json_depth; a tensor of rank N needs N + 1 to N + 4 levels)",
+        offset,
+    )
+
+
+def loads(
+    body: bytes,
+    tensors: bool = False,
+    *,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    deadline: Deadline | None = None,
+) -> Any:
     """The first JSON value in `body` (TF Serving's dialect), or SigserveError.
 
     With `tensors`, a large numeric array that is the value of a top-level `instances` or `inputs`
     key, or of a key of a top-level `inputs` object, may be left as `_jsonnum.Numbers` (valid,
-    parsed in one piece) for the caller to convert once it knows the dtype.
+    parsed in one piece) for the caller to convert once it knows the dtype. `max_depth` and
+    `deadline`: see the module docstring.
     """
     if not body:
         raise SigserveError(Code.INVALID_ARGUMENT, "JSON Parse error: The document is empty")
-    return _Parser(bytes(body), tensors and _jsonnum.available()).parse()
+    return _Parser(bytes(body), tensors and _jsonnum.available(), max_depth, deadline).parse()
+
+
+def nesting_overflow(data: bytes, start: int, end: int, budget: int) -> int | None:
+    """The offset of the first `[` in `data[start:end]` that opens a level deeper than `budget`, or
+    None. The text holds no strings (their brackets would count): a numeric array's.
+
+    Read a window at a time, brackets only (`translate` drops the rest in one C pass), so a
+    multi-megabyte tensor costs a few milliseconds and an attack is found in its first window.
+    """
+    depth = 0
+    for at in range(start, end, _DEPTH_WINDOW):
+        stop = min(at + _DEPTH_WINDOW, end)
+        brackets = data[at:stop].translate(None, _NOT_BRACKETS)
+        if depth + brackets.count(b"[") <= budget:
+            depth += len(brackets) - 2 * brackets.count(b"]")
+            continue
+        steps = (np.frombuffer(brackets, dtype=np.uint8) == 0x5B).view(np.int8) * np.int8(2) - np.int8(1)
+        levels = np.cumsum(steps, dtype=np.int32) + np.int32(depth)
+        over = np.flatnonzero(levels > budget)
+        if over.size:
+            window = np.frombuffer(data, dtype=np.uint8, count=stop - at, offset=at)
+            positions = np.flatnonzero((window == 0x5B) | (window == 0x5D))
+            return at + int(positions[int(over[0])])
+        depth = int(levels[-1])
+    return None
 
 
 def _tensor_slot(stack: list[list[Any]]) -> bool:
@@ -105,10 +161,18 @@ def _tensor_slot(stack: list[list[Any]]) -> bool:
 
 
 class _Parser:
-    def __init__(self, data: bytes, tensors: bool = False) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        tensors: bool = False,
+        max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+        deadline: Deadline | None = None,
+    ) -> None:
         self.data = data
         self.n = len(data)
         self.tensors = tensors
+        self.max_depth = max_depth
+        self.deadline = deadline
         self.no_fast_before = 0  # numeric-region attempts failed up to here: don't retry inside
 
     def skip_ws(self, i: int) -> int:
@@ -126,12 +190,22 @@ class _Parser:
             raise parse_error(ERR_EMPTY, i)
         # Explicit stack of open containers: [container, pending key or None].
         stack: list[list[Any]] = []
+        max_depth = self.max_depth
+        deadline = self.deadline
+        countdown = DEADLINE_STRIDE
         while True:
+            if deadline is not None:
+                countdown -= 1
+                if not countdown:
+                    deadline()
+                    countdown = DEADLINE_STRIDE
             # -- a value starts at i (after whitespace) --
             i = self.skip_ws(i)
             c = data[i] if i < n else -1
             value: Any
             if c == 0x7B:  # {
+                if len(stack) >= max_depth:
+                    raise depth_error(max_depth, i)
                 i = self.skip_ws(i + 1)
                 if i < n and data[i] == 0x7D:
                     value, i = {}, i + 1
@@ -140,7 +214,9 @@ class _Parser:
                     stack.append([{}, key])
                     continue
             elif c == 0x5B:  # [
-                fast = self.numeric_array(i, self.tensors and _tensor_slot(stack))
+                if len(stack) >= max_depth:
+                    raise depth_error(max_depth, i)
+                fast = self.numeric_array(i, max_depth - len(stack), self.tensors and _tensor_slot(stack))
                 if fast is not None:
                     value, i = fast
                 else:
@@ -228,7 +304,7 @@ class _Parser:
                 raise parse_error(ERR_EXPONENT, i)
             i, is_float = d.end(), True
         text = data[start:i]
-        if not is_float:
+        if not is_float and m.end() - start - (data[start] == 0x2D) <= _MAX_INT_DIGITS:
             value = int(text)
             if _INT64_MIN <= value <= _UINT64_MAX:
                 return value, i
@@ -321,14 +397,19 @@ class _Parser:
             # and a client sending them is almost certainly confused about its encoding.
             raise parse_error(ERR_ENCODING, offset + e.start) from None
 
-    def numeric_array(self, i: int, tensor: bool = False) -> tuple[Any, int] | None:
+    def numeric_array(self, i: int, budget: int, tensor: bool = False) -> tuple[Any, int] | None:
         """The array at `i` in one piece, when it holds only numbers, booleans and nulls.
 
         A `tensor` array is first offered to `_jsonnum.scan`, which declines anything unusual.
+        `budget`: how many levels the array may nest (what is left of `max_depth`); a deeper one
+        is refused here, before it is parsed.
         """
         if i < self.no_fast_before:
             return None
         data = self.data
+        if i + budget < self.n and data[i + budget] == 0x5B and data.startswith(b"[" * (budget + 1), i):
+            # the plain attack, found before any scan
+            raise depth_error(self.max_depth, i + budget)
         stop = self.n
         for ch in _REGION_STOPS:
             k = data.find(ch, i, stop)
@@ -340,8 +421,12 @@ class _Parser:
             return None
         if tensor:
             numbers = _jsonnum.scan(data, i, end + 1)
-            if numbers is not None:
+            if numbers is not None and len(numbers.shape) <= budget:
                 return numbers, end + 1
+        if end + 1 - i > 2 * budget:  # (n bytes of brackets nest at most n / 2 deep)
+            deepest = nesting_overflow(data, i, end + 1, budget)
+            if deepest is not None:
+                raise depth_error(self.max_depth, deepest)
         region = data[i : end + 1]
         try:
             parsed = orjson.loads(region)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 
 _PRECISION = {4: 9, 8: 17}  # itemsize -> digits that always round-trip
+_STRINGS_PER_CHECK = 65536  # string values written between two looks at the deadline
 
 
 def format_float(value: float, single: bool) -> str:
@@ -75,8 +76,9 @@ def nest(texts: Sequence[bytes], shape: tuple[int, ...]) -> bytes:
     return groups[0]
 
 
-def array_json(array: np.ndarray, alias: str) -> bytes | None:
-    """The nested JSON of a tensor, or None for a dtype TF Serving cannot write."""
+def array_json(array: np.ndarray, alias: str, deadline: Callable[[], None] | None = None) -> bytes | None:
+    """The nested JSON of a tensor, or None for a dtype TF Serving cannot write. `deadline` is
+    called between blocks of string values (it raises once the call's time is up)."""
     kind = array.dtype.kind
     if kind == "f" and array.dtype.itemsize in _PRECISION:
         return float_array_json(array)
@@ -88,10 +90,12 @@ def array_json(array: np.ndarray, alias: str) -> bytes | None:
         return orjson.dumps(np.ascontiguousarray(array), option=orjson.OPT_SERIALIZE_NUMPY)
     if kind == "O":
         flat = array.reshape(-1).tolist()
-        if alias.endswith("_bytes"):
-            texts = [b64_object(_as_bytes(v)) for v in flat]
-        else:
-            texts = [escape_string(_as_bytes(v)) for v in flat]
+        write = b64_object if alias.endswith("_bytes") else escape_string
+        texts: list[bytes] = []
+        for start in range(0, len(flat), _STRINGS_PER_CHECK):
+            if deadline is not None and start:
+                deadline()
+            texts += [write(_as_bytes(v)) for v in flat[start : start + _STRINGS_PER_CHECK]]
         return nest(texts, array.shape)
     return None
 

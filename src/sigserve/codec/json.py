@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from sigserve.codec import _jsonwrite, dtypes
+from sigserve.codec import DEFAULT_MAX_JSON_DEPTH, _jsonwrite, dtypes
 from sigserve.codec._jsonnum import Numbers
-from sigserve.codec._jsonparse import NumList, loads
+from sigserve.codec._jsonparse import DEADLINE_STRIDE, Deadline, NumList, loads
 from sigserve.errors import Code, SigserveError
 from sigserve.protos import classification_pb2, example_pb2, feature_pb2, input_pb2, regression_pb2
 from sigserve.protos import types_pb2 as _T
@@ -186,10 +186,12 @@ class PredictBody:
 
     signature_name: str
     doc: dict[str, Any]
+    deadline: Deadline | None = None  # checked now and then while the tensors are built
 
     def to_inputs(self, input_dtypes: Mapping[str, int]) -> tuple[dict[str, np.ndarray], bool]:
         """Tensors for the signature's inputs (alias -> DataType), and whether the row format was used."""
         doc = self.doc
+        deadline = self.deadline
         if not input_dtypes:
             raise _invalid(f"Failed to get input map for signature: {self.signature_name or 'DEFAULT'}")
         has_instances = "instances" in doc
@@ -211,20 +213,31 @@ class PredictBody:
                 raise _format_error(doc, "Expecting 'instances' to be an list/array")
             if not instances:
                 raise _format_error(doc, "No values in 'instances' array")
-            return _from_instances(instances, input_dtypes), True
+            return _from_instances(instances, input_dtypes, deadline), True
         if has_inputs:
-            return _from_inputs(doc["inputs"], input_dtypes), False
+            return _from_inputs(doc["inputs"], input_dtypes, deadline), False
         raise _invalid("Missing 'inputs' or 'instances' key")
 
 
-def parse_predict(body: bytes) -> PredictBody:
-    """§1.7 steps 1–2: parse, require an object, check `signature_name`."""
-    doc = _parse_object(body, tensors=True)
-    return PredictBody(signature_name=_signature_name(doc), doc=doc)
+def parse_predict(
+    body: bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH, deadline: Deadline | None = None
+) -> PredictBody:
+    """§1.7 steps 1–2: parse, require an object, check `signature_name`.
+
+    `max_depth`: the deepest nesting allowed (`--max_request_json_depth`); `deadline`: called now
+    and then while the body is parsed and its tensors built, raises once the call's time is up.
+    """
+    doc = _parse_object(body, True, max_depth, deadline)
+    return PredictBody(signature_name=_signature_name(doc), doc=doc, deadline=deadline)
 
 
-def _parse_object(body: bytes, tensors: bool = False) -> dict[str, Any]:
-    doc = loads(body, tensors)
+def _parse_object(
+    body: bytes,
+    tensors: bool = False,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    deadline: Deadline | None = None,
+) -> dict[str, Any]:
+    doc = loads(body, tensors, max_depth=max_depth, deadline=deadline)
     if not isinstance(doc, dict):
         raise _format_error(doc, "Is not object")
     return doc
@@ -243,7 +256,9 @@ def _is_b64(value: Any) -> bool:
     return isinstance(value, dict) and len(value) == 1 and isinstance(value.get("b64"), str)
 
 
-def _from_instances(instances: list[Any], input_dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
+def _from_instances(
+    instances: list[Any], input_dtypes: Mapping[str, int], deadline: Deadline | None = None
+) -> dict[str, np.ndarray]:
     names = sorted(input_dtypes)
     first = instances[0]
     if not isinstance(first, dict) and len(names) > 1:
@@ -259,6 +274,8 @@ def _from_instances(instances: list[Any], input_dtypes: Mapping[str, int]) -> di
             return {name: fast}
     batches: dict[str, _Batch] = {}
     for index, element in enumerate(instances):
+        if deadline is not None and index % DEADLINE_STRIDE == DEADLINE_STRIDE - 1:
+            deadline()
         is_object = isinstance(element, dict) and not _is_b64(element)
         if isinstance(first, dict) and not _is_b64(first):
             if not is_object:
@@ -267,7 +284,7 @@ def _from_instances(instances: list[Any], input_dtypes: Mapping[str, int]) -> di
                 try:
                     if key not in input_dtypes:
                         raise _invalid(f"JSON object: does not have named input: {key}")
-                    batches.setdefault(key, _Batch(input_dtypes[key])).add(item)
+                    batches.setdefault(key, _Batch(input_dtypes[key], deadline)).add(item)
                 except SigserveError as e:
                     raise _invalid(
                         f"Failed to process element: {index} key: {key} of 'instances' list. "
@@ -283,7 +300,7 @@ def _from_instances(instances: list[Any], input_dtypes: Mapping[str, int]) -> di
                 raise _invalid(f"Expecting value/list but got object at item {index} of input list")
             name = names[0]
             try:
-                batches.setdefault(name, _Batch(input_dtypes[name])).add(element)
+                batches.setdefault(name, _Batch(input_dtypes[name], deadline)).add(element)
             except SigserveError as e:
                 raise _invalid(
                     f"Failed to process element: {index} of 'instances' list. Error: {e.to_string()}"
@@ -294,13 +311,14 @@ def _from_instances(instances: list[Any], input_dtypes: Mapping[str, int]) -> di
 class _Batch:
     """One input's per-instance tensors, checked for equal size and shape as they arrive."""
 
-    def __init__(self, dtype: int) -> None:
+    def __init__(self, dtype: int, deadline: Deadline | None = None) -> None:
         self.dtype = dtype
+        self.deadline = deadline
         self.shape: tuple[int, ...] | None = None
         self.parts: list[np.ndarray] = []
 
     def add(self, value: Any) -> None:
-        array = _to_array(value, self.dtype)
+        array = _to_array(value, self.dtype, self.deadline)
         if array.ndim >= _MAX_RANK:  # the batch dimension comes on top
             raise _invalid(
                 f"JSON value nests lists {array.ndim + 1} levels deep; a tensor has at most {_MAX_RANK} "
@@ -326,7 +344,9 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
-def _from_inputs(value: Any, input_dtypes: Mapping[str, int]) -> dict[str, np.ndarray]:
+def _from_inputs(
+    value: Any, input_dtypes: Mapping[str, int], deadline: Deadline | None = None
+) -> dict[str, np.ndarray]:
     names = sorted(input_dtypes)
     if not isinstance(value, dict) or _is_b64(value):
         if len(names) > 1:
@@ -334,12 +354,12 @@ def _from_inputs(value: Any, input_dtypes: Mapping[str, int]) -> dict[str, np.nd
                 "inputs is a plain value/list, but expecting an object as multiple input tensors "
                 "required as per tensorinfo_map"
             )
-        return {names[0]: _to_array(value, input_dtypes[names[0]])}
+        return {names[0]: _to_array(value, input_dtypes[names[0]], deadline)}
     out: dict[str, np.ndarray] = {}
     for name in names:
         if name not in value:
             raise _invalid(f"Missing named input: {name} in 'inputs' object.")
-        out[name] = _to_array(value[name], input_dtypes[name])
+        out[name] = _to_array(value[name], input_dtypes[name], deadline)
     return out
 
 
@@ -397,7 +417,7 @@ def _from_numbers(numbers: Numbers, dtype: int) -> np.ndarray | None:
     return None if values is None else values.astype(dtypes.to_numpy_dtype(dtype))
 
 
-def _to_array(value: Any, dtype: int) -> np.ndarray:
+def _to_array(value: Any, dtype: int, deadline: Deadline | None = None) -> np.ndarray:
     """One JSON tensor (nested lists or a scalar) as an array of `dtype`; TF Serving's checks."""
     if isinstance(value, Numbers):
         scanned = _from_numbers(value, dtype)
@@ -418,7 +438,13 @@ def _to_array(value: Any, dtype: int) -> np.ndarray:
     convert = _leaf_converter(dtype)
     # Iterative depth-first walk in document order: (value, level).
     stack: list[tuple[Any, int]] = [(value, 0)]
+    countdown = DEADLINE_STRIDE
     while stack:
+        if deadline is not None:
+            countdown -= 1
+            if not countdown:
+                deadline()
+                countdown = DEADLINE_STRIDE
         node, level = stack.pop()
         if isinstance(node, list):
             if level >= rank:
@@ -522,8 +548,9 @@ def decode_b64_object(value: dict[str, Any]) -> bytes:
 # -- predict response ---------------------------------------------------------------------------------
 
 
-def encode_predict(outputs: Mapping[str, Any], row_format: bool) -> bytes:
-    """§1.8: `{"predictions": ...}` (row) or `{"outputs": ...}` (columnar)."""
+def encode_predict(outputs: Mapping[str, Any], row_format: bool, deadline: Deadline | None = None) -> bytes:
+    """§1.8: `{"predictions": ...}` (row) or `{"outputs": ...}` (columnar). `deadline`: called now
+    and then while string tensors are written (numeric ones are written in one C call)."""
     if not outputs:
         raise _invalid("Cannot convert empty tensor map to JSON")
     arrays = {name: np.asarray(value) for name, value in sorted(outputs.items())}
@@ -550,14 +577,16 @@ def encode_predict(outputs: Mapping[str, Any], row_format: bool) -> bytes:
     if not row_format:
         if len(arrays) == 1:
             ((name, array),) = arrays.items()
-            return b'{"outputs":' + _tensor_json(array, name) + b"}"
-        parts = [_key(name) + b":" + _tensor_json(a, name) for name, a in arrays.items()]
+            return b'{"outputs":' + _tensor_json(array, name, deadline) + b"}"
+        parts = [_key(name) + b":" + _tensor_json(a, name, deadline) for name, a in arrays.items()]
         return b'{"outputs":{' + b",".join(parts) + b"}}"
     if len(arrays) == 1:
         ((name, array),) = arrays.items()
-        return b'{"predictions":' + _tensor_json(array, name) + b"}"
+        return b'{"predictions":' + _tensor_json(array, name, deadline) + b"}"
     rows = []
     for i in range(batch or 0):
+        if deadline is not None and i % DEADLINE_STRIDE == DEADLINE_STRIDE - 1:
+            deadline()
         parts = [_key(name) + b":" + _tensor_json(a[i, ...], name) for name, a in arrays.items()]
         rows.append(b"{" + b",".join(parts) + b"}")
     return b'{"predictions":[' + b",".join(rows) + b"]}"
@@ -596,14 +625,14 @@ def _key(name: str) -> bytes:
     return _jsonwrite.escape_string(name.encode("utf-8"))
 
 
-def _tensor_json(array: np.ndarray, name: str) -> bytes:
+def _tensor_json(array: np.ndarray, name: str, deadline: Deadline | None = None) -> bytes:
     """One tensor's JSON text for the byte-splicing path (string outputs, sentinel collisions)."""
     ready = _jsonwrite.orjson_ready(array) if array.dtype.kind != "O" else None
     if ready is not None:
         fast = _jsonwrite.dumps_numeric([ready], lambda t: t[0][()] if t[0].ndim == 0 else t[0], [])
         if fast is not None:
             return fast
-    text = _jsonwrite.array_json(array, name)
+    text = _jsonwrite.array_json(array, name, deadline)
     if text is None:
         raise _write_error(array)
     return text
@@ -630,16 +659,23 @@ class ExamplesBody:
     input: input_pb2.Input
 
 
-def parse_examples(body: bytes, method: str) -> ExamplesBody:
+def parse_examples(
+    body: bytes,
+    method: str,
+    *,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    deadline: Deadline | None = None,
+) -> ExamplesBody:
     """§1.9: `examples` (and optional `context`) -> Input (ExampleList[WithContext]).
 
     `method` is "classify" or "regress"; TF Serving's messages say "classify" for both.
+    `max_depth`, `deadline`: as for `parse_predict`.
     """
     del method  # the texts are the same for both (a TF Serving quirk kept on purpose)
-    return examples_from_doc(_parse_object(body))
+    return examples_from_doc(_parse_object(body, False, max_depth, deadline), deadline)
 
 
-def examples_from_doc(doc: dict[str, Any]) -> ExamplesBody:
+def examples_from_doc(doc: dict[str, Any], deadline: Deadline | None = None) -> ExamplesBody:
     """`parse_examples` of a body already parsed (a JSON object as a dict)."""
     signature_name = _signature_name(doc)
     result = input_pb2.Input()
@@ -653,7 +689,11 @@ def examples_from_doc(doc: dict[str, Any]) -> ExamplesBody:
         raise _format_error(doc, "Expecting 'examples' value to be an list/array")
     if not examples:
         raise _format_error(doc, "'examples' value is an empty array")
-    built = [example_from_json(e) for e in examples]
+    built = []
+    for start in range(0, len(examples), DEADLINE_STRIDE):
+        if deadline is not None and start:
+            deadline()
+        built += [example_from_json(e, deadline) for e in examples[start : start + DEADLINE_STRIDE]]
     if has_context:
         result.example_list_with_context.context.CopyFrom(context)
         result.example_list_with_context.examples.extend(built)
@@ -662,28 +702,30 @@ def examples_from_doc(doc: dict[str, Any]) -> ExamplesBody:
     return ExamplesBody(signature_name=signature_name, input=result)
 
 
-def example_from_json(value: Any) -> example_pb2.Example:
+def example_from_json(value: Any, deadline: Deadline | None = None) -> example_pb2.Example:
     """One JSON object -> tf.Example with TF Serving's feature typing rules."""
     if not isinstance(value, dict):
         raise _invalid(f"Example must be JSON object but got JSON {type_name(value)}")
     example = example_pb2.Example()
     features = example.features.feature
     for name, content in value.items():
-        features[name].CopyFrom(feature_from_json(name, content))
+        features[name].CopyFrom(feature_from_json(name, content, deadline))
     return example
 
 
 _KIND_NAMES = {"bytes_list": "bytes", "float_list": "float", "int64_list": "int64"}
 
 
-def feature_from_json(name: str, content: Any) -> feature_pb2.Feature:
+def feature_from_json(name: str, content: Any, deadline: Deadline | None = None) -> feature_pb2.Feature:
     """A scalar or flat list -> Feature: strings/b64 bytes, decimals float, integers/bools int64."""
     feature = feature_pb2.Feature()
     kind: str | None = None
     bytes_values: list[bytes] = []
     float_values: list[float] = []
     int_values: list[int] = []
-    for v in content if isinstance(content, list) else [content]:
+    for index, v in enumerate(content if isinstance(content, list) else [content]):
+        if deadline is not None and index % DEADLINE_STRIDE == DEADLINE_STRIDE - 1:
+            deadline()
         if v is None or isinstance(v, list) or (isinstance(v, dict) and not _is_b64(v)):
             raise _invalid(f"Feature: {name} has element with unexpected JSON type: {type_name(v)}")
         if isinstance(v, (str, bytes, dict)):  # bytes: only from Python callers (examples_from_dicts)

@@ -66,6 +66,9 @@ HELP: dict[str, str] = {
     "the connection is closed (default 30)",
     "rest_api_keep_alive_timeout_seconds": "close a REST connection idle this long between requests "
     "(default 60)",
+    "max_request_json_depth": "deepest nesting of JSON arrays and objects in a REST request body "
+    "(/v1 and /v2); deeper gets 400 before it costs memory (default 100; a rank-N tensor needs N+1 "
+    "to N+4)",
     "shutdown_grace_seconds": "on SIGTERM, how long in-flight requests may take to finish (default 30)",
     "model_name": "name of the single model (default 'default'; env MODEL_NAME)",
     "model_base_path": "directory holding the model's numbered versions, e.g. /models/m with /models/m/1 "
@@ -161,6 +164,13 @@ def options_from_args(args: argparse.Namespace, environ: dict[str, str] | None =
             raise invalid_argument(
                 f"--{name} must be a port number, 0-65535 (0 turns it off); got {given[name]}"
             )
+    if given.get("max_request_json_depth", 2) < 2:
+        from sigserve.errors import invalid_argument
+
+        raise invalid_argument(
+            "--max_request_json_depth must be at least 2 (a request is an object holding a list, "
+            f'{{"instances": [1.0]}}), e.g. 100, the default; got {given["max_request_json_depth"]}'
+        )
     if "model_name" not in given and env.get("MODEL_NAME"):
         given["model_name"] = env["MODEL_NAME"]
     if "model_base_path" not in given and "model_config_file" not in given and env.get("MODEL_BASE_PATH"):

@@ -152,10 +152,17 @@ class Session:
         finally:
             if owned:
                 _c_api.TF_DeleteBuffer(options)
-        # A 0-d fetch comes back as a numpy scalar; the contract is ndarrays.
+        # A 0-d fetch comes back as a numpy scalar (a 0-d string as `bytes`); the contract is
+        # ndarrays, strings as object arrays of bytes (np.asarray would make a bytes_ array, which
+        # drops trailing NULs and which no encoder takes).
         for i, value in enumerate(results):
             if type(value) is not np.ndarray:
-                results[i] = np.asarray(value)
+                if type(value) is bytes:
+                    scalar = np.empty((), dtype=object)
+                    scalar[()] = value
+                    results[i] = scalar
+                else:
+                    results[i] = np.asarray(value)
         return results  # type: ignore[no-any-return]
 
     def _endpoint(self, name: str, role: str) -> Any:

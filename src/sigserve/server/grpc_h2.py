@@ -918,6 +918,17 @@ def tls_context(server_key: str, server_cert: str, custom_ca: str, client_verify
     return context
 
 
+def address_in_use(address: str, reason: str) -> SigserveError:
+    """A busy gRPC port at start-up: what failed, TF Serving's words for it, and what to do."""
+    port = address.rpartition(":")[2]
+    other = f"--port={int(port) + 1}" if port.isdigit() else "--port=8510"
+    return unavailable(
+        f"Could not bind the gRPC API to {address}: {reason} (TF Serving: Failed to BuildAndStart "
+        f"gRPC server). Is another sigserve or TF Serving using port {port}? Stop it, or serve gRPC "
+        f"on another port, e.g. {other} (--port=0 serves REST only)"
+    )
+
+
 def bind(address: str) -> list[socket.socket]:
     """Listening sockets for `host:port`, `[v6]:port` or `unix:path`, bound now so that a busy
     address fails `sigserve serve` at start-up. A name is bound on every address it resolves to
@@ -944,6 +955,7 @@ def bind(address: str) -> list[socket.socket]:
         raise unavailable(f"Could not bind the gRPC API to {address}: {e}") from None
     sockets: list[socket.socket] = []
     errors: list[str] = []
+    in_use = False
     seen: set[Any] = set()
     for family, kind, proto, _, sockaddr in infos:
         if sockaddr in seen:
@@ -961,7 +973,8 @@ def bind(address: str) -> list[socket.socket]:
             sock.close()
             if e.errno == errno.EADDRNOTAVAIL and len(infos) > 1:
                 continue  # e.g. ::1 on a host without IPv6
-            errors.append(str(e))
+            in_use = e.errno == errno.EADDRINUSE
+            errors.append(e.strerror or str(e))
             break
         sock.setblocking(False)
         sockets.append(sock)
@@ -969,6 +982,8 @@ def bind(address: str) -> list[socket.socket]:
         for sock in sockets:
             sock.close()
         reason = errors[0] if errors else "no usable address"
+        if errors and in_use:
+            raise address_in_use(address, reason)
         raise unavailable(f"Could not bind the gRPC API to {address}: {reason}")
     return sockets
 

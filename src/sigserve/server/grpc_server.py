@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 
@@ -89,6 +89,7 @@ def read_ssl_config(path: str) -> Any:
     from google.protobuf import text_format
 
     from sigserve.protos import ssl_config_pb2
+    from sigserve.protos.text import error_text
 
     try:
         with open(path, encoding="utf-8") as f:
@@ -99,7 +100,7 @@ def read_ssl_config(path: str) -> Any:
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as e:
-        raise invalid_argument(f"Invalid protobuf file: '{path}': {e}") from None
+        raise invalid_argument(f"Invalid protobuf file: '{path}': {error_text(e)}") from None
     return config
 
 
@@ -164,9 +165,19 @@ def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredent
         else:
             bound = server.add_secure_port(address, credentials)
     except RuntimeError as e:
-        raise unavailable(f"Could not bind the gRPC API to {address}: {e}") from None
+        _explain_bind_failure(address, str(e))
     if bound == 0 and not address.startswith("unix:"):
-        raise unavailable(f"Could not bind the gRPC API to {address}: the address is in use or not local")
+        _explain_bind_failure(address, "the address is in use or not local")
+
+
+def _explain_bind_failure(address: str, grpcio_says: str) -> NoReturn:
+    """grpcio only says that binding failed: binding the address ourselves says why (a busy port
+    gets the native transport's message, with what to do)."""
+    from sigserve.server.grpc_h2 import bind
+
+    for sock in bind(address):  # raises the reason, if binding fails again
+        sock.close()
+    raise unavailable(f"Could not bind the gRPC API to {address}: {grpcio_says}")
 
 
 # -- grpcio's server (--grpc_transport=grpcio) -------------------------------------------------------

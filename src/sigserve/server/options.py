@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from sigserve.codec import DEFAULT_MAX_JSON_DEPTH
 from sigserve.cpus import schedulable_cpus
 
 
@@ -26,6 +27,7 @@ class ServerOptions:
     rest_api_max_headers: int = 100  # more gets 431
     rest_api_header_timeout_seconds: float = 30  # a request's headers must arrive within this (else 408)
     rest_api_keep_alive_timeout_seconds: float = 60  # an idle REST connection is closed after this
+    max_request_json_depth: int = DEFAULT_MAX_JSON_DEPTH  # REST JSON nesting; deeper bodies get 400
     shutdown_grace_seconds: float = 30.0  # SIGTERM: how long in-flight requests may take to finish
     grpc_max_threads: int = 0
     grpc_channel_arguments: str = ""

@@ -134,6 +134,7 @@ class RestApp:
         self.options = options
         self.metrics_path = metrics_path
         self.max_body = int(options.max_request_body_bytes)
+        self.max_json_depth = int(options.max_request_json_depth)
         timeout_ms = int(options.rest_api_timeout_in_ms)
         self.timeout: float | None = timeout_ms / 1000.0 if timeout_ms > 0 else None
         self.cors = bool(options.rest_api_enable_cors_support)
@@ -375,7 +376,7 @@ class RestApp:
     async def _small_predict(self, ctx: CallContext, call: urls.ApiCall, body: bytes) -> bytes:
         """A predict with a small plain body: parsed here (bounded by the size), then run on the loop
         when the service's short path takes it, else in the pool."""
-        request = self._predict_request(call, self._json.parse_predict(body))
+        request = self._predict_request(call, self._json.parse_predict(body, max_depth=self.max_json_depth))
         out = self._predict(ctx, request, True)
         if out is not None:
             return out
@@ -424,7 +425,10 @@ class RestApp:
             body = gunzip(body, self.max_body)
         kind = call.kind
         if kind == "predict":
-            return self._pool_predict(ctx, self._predict_request(call, self._json.parse_predict(body)))
+            parsed = self._json.parse_predict(
+                body, max_depth=self.max_json_depth, deadline=ctx.check_deadline
+            )
+            return self._pool_predict(ctx, self._predict_request(call, parsed))
         if kind == "classify" or kind == "regress":
             return self._classify_or_regress(ctx, call, body)
         if not call.model_name:
@@ -443,7 +447,7 @@ class RestApp:
             return None
         inputs = request.inputs
         assert isinstance(inputs, JsonInputs)
-        return self._json.encode_predict(result.outputs, inputs.row_format)
+        return self._json.encode_predict(result.outputs, inputs.row_format, ctx.check_deadline)
 
     def _pool_predict(self, ctx: CallContext, request: PredictRequest) -> bytes:
         out = self._predict(ctx, request, False)
@@ -451,7 +455,9 @@ class RestApp:
         return out
 
     def _classify_or_regress(self, ctx: CallContext, call: urls.ApiCall, body: bytes) -> bytes:
-        request = self._json.parse_examples(body, call.kind)
+        request = self._json.parse_examples(
+            body, call.kind, max_depth=self.max_json_depth, deadline=ctx.check_deadline
+        )
         spec = ModelSpec(call.model_name, call.version, call.label, request.signature_name)
         if call.kind == "classify":
             result, _ = self.service.classify(ctx, spec, request.input)

@@ -146,7 +146,7 @@ class V2Routes:
                 header = value
                 break
         if not gzipped and self.service.may_run_inline(len(body), ctx):
-            request = codec.parse_infer(body, header, name, version)
+            request = codec.parse_infer(body, header, name, version, max_depth=self.app.max_json_depth)
             out = self._run(ctx, request, name, version, True)
             if out is None:
                 out = await self.app._in_pool(ctx, self._run, ctx, request, name, version, False)
@@ -163,7 +163,10 @@ class V2Routes:
             from sigserve.server.rest import gunzip
 
             body = gunzip(body, self.app.max_body)
-        out = self._run(ctx, codec.parse_infer(body, header, name, version), name, version, False)
+        request = codec.parse_infer(
+            body, header, name, version, max_depth=self.app.max_json_depth, deadline=ctx.check_deadline
+        )
+        out = self._run(ctx, request, name, version, False)
         assert out is not None  # only a call on the loop declines
         return out
 

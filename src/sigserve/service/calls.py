@@ -90,6 +90,13 @@ class CallContext:
     def deadline_exceeded(self) -> SigserveError:
         return SigserveError(Code.DEADLINE_EXCEEDED, self.deadline_message)
 
+    def check_deadline(self) -> None:
+        """Raise DEADLINE_EXCEEDED once the call's time is up. Long decode and encode loops call it
+        now and then (the codecs' `deadline`), so a call that was already answered 504 stops
+        spending a worker's CPU soon after, instead of finishing work no one will read."""
+        if self.timeout is not None and time.perf_counter() - self.started > self.timeout:
+            raise SigserveError(Code.DEADLINE_EXCEEDED, self.deadline_message)
+
 
 class Inputs(Protocol):
     """A Predict request's tensors in their wire form, decoded against the resolved servable.

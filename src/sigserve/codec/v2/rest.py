@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from sigserve.codec._jsonparse import loads
+from sigserve.codec import DEFAULT_MAX_JSON_DEPTH
+from sigserve.codec._jsonparse import Deadline, loads
 from sigserve.codec.v2 import datatypes, tensors
 from sigserve.codec.v2.metadata import ModelMetadata
 from sigserve.codec.v2.request import (
@@ -73,24 +74,36 @@ def _header_length(header: str | bytes | None, size: int) -> int | None:
     return int(text)
 
 
-def _loads(data: bytes) -> Any:
-    if len(data) <= _SMALL_JSON:
+def _loads(data: bytes, max_depth: int, deadline: Deadline | None) -> Any:
+    # orjson nests up to 1024 deep: a small document that might nest deeper than `max_depth` goes
+    # to sigserve's parser, which refuses it with the offset.
+    if len(data) <= _SMALL_JSON and data.count(b"[") + data.count(b"{") <= max_depth:
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
-    return loads(data)
+    return loads(data, max_depth=max_depth, deadline=deadline)
 
 
 def parse_infer(
-    body: bytes, header_length: str | bytes | None, model_name: str = "", model_version: str = ""
+    body: bytes,
+    header_length: str | bytes | None,
+    model_name: str = "",
+    model_version: str = "",
+    *,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
+    deadline: Deadline | None = None,
 ) -> InferRequest:
     """An inference request from its REST body and `Inference-Header-Content-Length` (None when the
-    header is absent: the whole body is JSON)."""
+    header is absent: the whole body is JSON). `max_depth`: the deepest JSON nesting allowed
+    (`--max_request_json_depth`); `deadline`: called now and then while a large body is decoded,
+    raises once the call's time is up."""
     length = _header_length(header_length, len(body))
     view = memoryview(body)
     json_part = view if length is None else view[:length]
-    doc = _object(_loads(bytes(json_part)) if len(json_part) else None, "The inference request")
+    doc = _object(
+        _loads(bytes(json_part), max_depth, deadline) if len(json_part) else None, "The inference request"
+    )
     binary = view[len(json_part) :]
     request_id = doc.get("id", "")
     if not isinstance(request_id, str):
@@ -105,7 +118,7 @@ def parse_infer(
     inputs: list[InferInput] = []
     offset = 0
     for index, raw in enumerate(raw_inputs):
-        item, offset = _input(raw, index, binary, offset, length is not None)
+        item, offset = _input(raw, index, binary, offset, length is not None, deadline)
         inputs.append(item)
     if offset != len(binary):
         raise invalid(
@@ -123,7 +136,9 @@ def parse_infer(
     )
 
 
-def _input(raw: Any, index: int, binary: memoryview, offset: int, framed: bool) -> tuple[InferInput, int]:
+def _input(
+    raw: Any, index: int, binary: memoryview, offset: int, framed: bool, deadline: Deadline | None = None
+) -> tuple[InferInput, int]:
     doc = _object(raw, f"inputs[{index}]")
     name = _string(doc, "name", f"inputs[{index}]")
     what = f"input '{name}'"
@@ -136,7 +151,7 @@ def _input(raw: Any, index: int, binary: memoryview, offset: int, framed: bool) 
     if size is None:
         if "data" not in doc:
             raise invalid(f"{what} has neither 'data' nor a binary_data_size parameter")
-        array = tensors.from_json(doc["data"], datatype, shape, what)
+        array = tensors.from_json(doc["data"], datatype, shape, what, deadline)
         return InferInput(name, datatype, shape, array, parameters), offset
     if not framed:
         raise invalid(

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from sigserve.codec._jsonparse import NumList
+from sigserve.codec._jsonparse import DEADLINE_STRIDE, Deadline, NumList
 from sigserve.codec.json import value_to_string
 from sigserve.codec.v2 import datatypes
 from sigserve.codec.v2.datatypes import BOOL, BYTES
@@ -179,16 +179,19 @@ def to_binary(array: np.ndarray, datatype: str, what: str) -> bytes | np.ndarray
 # -- JSON data ---------------------------------------------------------------------------------------
 
 
-def from_json(data: Any, datatype: str, shape: tuple[int, ...], what: str) -> np.ndarray:
-    """A tensor from JSON `data`: nested in the tensor's shape or flat, row-major either way."""
+def from_json(
+    data: Any, datatype: str, shape: tuple[int, ...], what: str, deadline: Deadline | None = None
+) -> np.ndarray:
+    """A tensor from JSON `data`: nested in the tensor's shape or flat, row-major either way.
+    `deadline` is called now and then on the element-by-element path."""
     n = element_count(shape)
     if not isinstance(data, list):
         data = [data]  # a scalar for a one-element tensor
     fast = _numeric(data, datatype, n, what)
     if fast is not None:
         return fast.reshape(shape)
-    leaves = _leaves(data, n, what)
-    return _convert(leaves, datatype, what).reshape(shape)
+    leaves = _leaves(data, n, what, deadline)
+    return _convert(leaves, datatype, what, deadline).reshape(shape)
 
 
 def _count_error(what: str, n: int, got: int | str) -> SigserveError:
@@ -220,11 +223,17 @@ def _numeric(data: Any, datatype: str, n: int, what: str) -> np.ndarray | None:
     return _cast(values, datatype)
 
 
-def _leaves(data: list[Any], n: int, what: str) -> list[Any]:
+def _leaves(data: list[Any], n: int, what: str, deadline: Deadline | None = None) -> list[Any]:
     """Every non-list value in `data`, depth-first in document order; at most n + 1 are collected."""
     leaves: list[Any] = []
     stack: list[Any] = [iter(data)]
+    countdown = DEADLINE_STRIDE
     while stack:
+        if deadline is not None:
+            countdown -= 1
+            if not countdown:
+                deadline()
+                countdown = DEADLINE_STRIDE
         item = next(stack[-1], _END)
         if item is _END:
             stack.pop()
@@ -245,10 +254,12 @@ def _leaves(data: list[Any], n: int, what: str) -> list[Any]:
 _END = object()
 
 
-def _convert(leaves: list[Any], datatype: str, what: str) -> np.ndarray:
+def _convert(leaves: list[Any], datatype: str, what: str, deadline: Deadline | None = None) -> np.ndarray:
     if datatype == BYTES:
         out = np.empty(len(leaves), dtype=object)
         for i, v in enumerate(leaves):
+            if deadline is not None and i % DEADLINE_STRIDE == DEADLINE_STRIDE - 1:
+                deadline()
             if not isinstance(v, str):
                 raise _type_error(what, datatype, v)
             out[i] = v.encode("utf-8", "surrogatepass")
