@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from sigserve.errors import Code, SigserveError
@@ -23,6 +23,7 @@ MAX_ERROR_MESSAGE = 1024  # grpc_status_util.cc
 
 Body = Callable[[bytes, "float | None"], bytes]
 InlineBody = Callable[[bytes, "float | None"], "bytes | None"]
+StreamBody = Callable[[AsyncIterator[bytes], "float | None"], AsyncIterator[bytes]]
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,19 @@ class Method:
 
     body: Body
     inline: InlineBody | None = None
+
+
+@dataclass(frozen=True)
+class StreamMethod:
+    """One streaming method (server streaming, or bidirectional with `client_streaming`):
+    `body(requests, timeout)` is an async generator on the event loop that takes the request
+    messages as they arrive and yields the answers; raising `SigserveError` ends the call with its
+    status. It runs on the loop, so it must only await, never block (health Watch waits for status
+    changes; reflection answers from a descriptor pool). Without `client_streaming`, `requests`
+    holds exactly one message."""
+
+    body: StreamBody
+    client_streaming: bool = False
 
 
 def truncate_message(message: str) -> str:
