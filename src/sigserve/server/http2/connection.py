@@ -95,6 +95,11 @@ RESET_MEMORY = 1024  # reset streams remembered, to tell late frames from a peer
 LAST_STREAM_ID = MAX_WINDOW  # the first GOAWAY of a shutdown: every stream the client sent goes on
 
 
+# The parts of a unary answer's first and last frames before their stream id.
+_RESPONSE_HEADERS_FRAME = frame_header(HEADERS, END_HEADERS, 0, len(RESPONSE_HEADERS))[:5]
+_TRAILERS_OK_FRAME = frame_header(HEADERS, END_HEADERS | END_STREAM, 0, len(TRAILERS_OK))[:5]
+
+
 class ConnectionFailure(Exception):
     """A connection error (§5.4.1): GOAWAY with `code`, then the connection closes."""
 
@@ -744,18 +749,22 @@ class ServerConnection:
     def _close(self, stream: Stream, how: int) -> None:
         """Forget a stream: answered in full (how=0) or reset (`RESET_SENT` / `RESET_RECEIVED`)."""
         sid = stream.id
-        if self.streams.pop(sid, None) is None:
+        streams = self.streams
+        if streams.pop(sid, None) is None:
             return
+        if not streams:
+            self._last_active = self._clock()
         if how:
             self._remember_reset(sid, how)
-        self._blocked.pop(sid, None)
-        stream.pending = None
-        self._unreserve(stream)
-        held = stream.partial
-        if held:
+        if stream.pending is not None:
+            self._blocked.pop(sid, None)
+            stream.pending = None
+        if stream.reserved or stream.waiting:
+            self._unreserve(stream)
+        if stream.need >= 0 or stream.head:
+            held = stream.partial
             stream.head, stream.parts, stream.have, stream.need = b"", [], 0, -1
             self._release(held)
-        self._last_active = self._clock() if not self.streams else self._last_active
         if self._waiting:
             self._grant_waiting()
 
@@ -812,18 +821,35 @@ class ServerConnection:
                 f"Sent message larger than max ({size} vs. {self.limits.max_send_message})",
             )
             return
-        out = self._out
-        out.append(frame(HEADERS, END_HEADERS, stream_id, RESPONSE_HEADERS))
         stream.headers_sent = True
         total = size + MESSAGE_PREFIX
         if total <= self._send_window and total <= stream.send_window and total <= self._peer_max_frame:
-            out.append(frame_header(DATA, 0, stream_id, total) + b"\x00" + size.to_bytes(4, "big") + message)
-            out.append(frame(HEADERS, END_HEADERS | END_STREAM, stream_id, TRAILERS_OK))
+            # The usual case, as one string: headers, the message, OK trailers.
+            sid = stream_id.to_bytes(4, "big")
+            self._out.append(
+                b"".join(
+                    (
+                        _RESPONSE_HEADERS_FRAME,
+                        sid,
+                        RESPONSE_HEADERS,
+                        total.to_bytes(3, "big"),
+                        b"\x00\x00",  # DATA, no flags
+                        sid,
+                        b"\x00",  # not compressed
+                        size.to_bytes(4, "big"),
+                        message,
+                        _TRAILERS_OK_FRAME,
+                        sid,
+                        TRAILERS_OK,
+                    )
+                )
+            )
             self._send_window -= total
             stream.send_window -= total
             self._credits += 1
             self._local_end(stream)
             return
+        self._out.append(frame(HEADERS, END_HEADERS, stream_id, RESPONSE_HEADERS))
         self._queue(stream, b"\x00" + size.to_bytes(4, "big") + message, TRAILERS_OK)
 
     def send_message(self, stream_id: int, message: bytes) -> bool:
