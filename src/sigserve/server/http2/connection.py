@@ -127,6 +127,7 @@ class ServerConnection:
         self._started = now
         self._last_active = now
         self._buffer = bytearray()
+        self._offset = 0  # where reading resumes in _buffer after a pause
         self._preface_seen = False
         self._settings_seen = False
         self.streams: dict[int, Stream] = {}
@@ -239,12 +240,19 @@ class ServerConnection:
         return events
 
     def _receive(self, data: bytes, now: float) -> None:
-        if self._buffer:
-            self._buffer += data
-            buf: bytes | bytearray = self._buffer
+        buffer = self._buffer
+        pos = 0
+        if buffer:  # a partial frame from before, or what a pause left
+            if data:
+                if self._offset:
+                    del buffer[: self._offset]
+                    self._offset = 0
+                buffer += data
+            else:
+                pos = self._offset
+            buf: bytes | bytearray = buffer
         else:
             buf = data
-        pos = 0
         if not self._preface_seen:
             size = len(PREFACE)
             if len(buf) < size:
@@ -269,7 +277,12 @@ class ServerConnection:
                 kind = buf[pos + 3]
                 flags = buf[pos + 4]
                 stream_id = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
-                if self._unsettled and kind == HEADERS and stream_id > self.last_stream_id:
+                if (
+                    self._unsettled
+                    and kind == HEADERS
+                    and stream_id > self.last_stream_id
+                    and len(self.streams) + self.orphans >= self.limits.max_concurrent_streams
+                ):
                     # Whether this stream has a place depends on the resets before it: stop here
                     # until the application has said which of them left work running.
                     self.paused = True
@@ -284,10 +297,17 @@ class ServerConnection:
             view.release()
         if pos == end:
             self._buffer = bytearray()
+            self._offset = 0
+        elif self.paused:  # resumed soon with b"": keep the place instead of moving the bytes
+            if buf is not self._buffer:
+                self._buffer = bytearray(buf)
+            self._offset = pos
         elif buf is self._buffer:
             del self._buffer[:pos]
+            self._offset = 0
         else:
             self._buffer = bytearray(buf[pos:])
+            self._offset = 0
 
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes, now: float) -> None:
         if not self._settings_seen:
