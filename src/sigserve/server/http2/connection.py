@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 import hpack
 
+from sigserve.server.http2.budget import Budget
+from sigserve.server.http2.errors import ConnectionFailure, StreamFailure
 from sigserve.server.http2.events import (
     ConnectionTerminated,
     Event,
@@ -87,6 +89,7 @@ from sigserve.server.http2.grpc_wire import (
 from sigserve.server.http2.headers import HeaderDecoder, MalformedHeaders
 from sigserve.server.http2.limits import Limits
 from sigserve.server.http2.stream import RESET_RECEIVED, RESET_SENT, Stream
+from sigserve.server.http2.windows import ReceiveBuffer
 
 DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED = 4, 8  # gRPC status codes the transport itself answers
 SHUTDOWN_PING = b"sigserve"  # the PING between the two GOAWAYs of a graceful shutdown
@@ -98,23 +101,6 @@ LAST_STREAM_ID = MAX_WINDOW  # the first GOAWAY of a shutdown: every stream the 
 # The parts of a unary answer's first and last frames before their stream id.
 _RESPONSE_HEADERS_FRAME = frame_header(HEADERS, END_HEADERS, 0, len(RESPONSE_HEADERS))[:5]
 _TRAILERS_OK_FRAME = frame_header(HEADERS, END_HEADERS | END_STREAM, 0, len(TRAILERS_OK))[:5]
-
-
-class ConnectionFailure(Exception):
-    """A connection error (§5.4.1): GOAWAY with `code`, then the connection closes."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class _StreamFailure(Exception):
-    """A stream error (§5.4.2) found while reading a frame: RST_STREAM with `code`."""
-
-    def __init__(self, stream_id: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.stream_id = stream_id
-        self.code = code
 
 
 class ServerConnection:
@@ -151,18 +137,9 @@ class ServerConnection:
         self._peer_max_frame = DEFAULT_FRAME
         self._send_window = DEFAULT_WINDOW
         self._blocked: dict[int, Stream] = {}  # streams waiting for window
-        # Receive side: what the peer may still send on the connection, what we hold, and the part
-        # of the buffer promised to large messages still arriving.
-        self._recv_window = limits.max_connection_buffer
-        self.buffered = 0
-        self._reserved = 0
-        self._waiting: collections.OrderedDict[int, Stream] = collections.OrderedDict()
-        # Budgets for the current interval.
-        self._interval_end = now + limits.budget_interval
-        self._control = 0
-        self._resets = 0
-        self._credits = 0  # streams opened and DATA frames sent: more control frames allowed
-        self._answered = 0  # calls answered: more resets allowed
+        # Receive side: the connection's window is what it can still buffer.
+        self._rx = ReceiveBuffer(limits.max_connection_buffer, self._send)
+        self._budget = Budget(limits, now)
         # Lifecycle.
         self.terminated = False  # GOAWAY with an error sent (or the peer's connection error)
         self.going_away = False  # the last GOAWAY sent: no new streams
@@ -226,9 +203,7 @@ class ServerConnection:
         self._unsettled = 0
         self.paused = False
         now = self._clock()
-        if now >= self._interval_end:
-            self._interval_end = now + self.limits.budget_interval
-            self._control = self._resets = self._credits = self._answered = 0
+        self._budget.roll(now)
         try:
             self._receive(data, now)
         except ConnectionFailure as e:
@@ -291,7 +266,7 @@ class ServerConnection:
                 pos += 9 + length
                 try:
                     self._frame(kind, flags, stream_id, payload, now)
-                except _StreamFailure as e:
+                except StreamFailure as e:
                     self._stream_error(e.stream_id, e.code)
         finally:
             view.release()
@@ -331,11 +306,11 @@ class ServerConnection:
         elif kind == PING:
             self._on_ping(flags, stream_id, payload)
         elif kind == PRIORITY:
-            self._calm()
+            self._budget.control_frame()
             if stream_id == 0:
                 raise ConnectionFailure(PROTOCOL_ERROR, "PRIORITY on stream 0")
             if len(payload) != 5:
-                raise _StreamFailure(stream_id, FRAME_SIZE_ERROR, "PRIORITY length")
+                raise StreamFailure(stream_id, FRAME_SIZE_ERROR, "PRIORITY length")
             self._check_dependency(stream_id, payload)
         elif kind == GOAWAY:
             if stream_id != 0:
@@ -349,21 +324,7 @@ class ServerConnection:
         elif kind == PUSH_PROMISE:
             raise ConnectionFailure(PROTOCOL_ERROR, "a client cannot push")
         else:  # unknown frame types are ignored (§5.5), but they do no work
-            self._calm()
-
-    # -- budgets -----------------------------------------------------------------------------------
-
-    def _calm(self) -> None:
-        """One more frame that does no work."""
-        self._control += 1
-        if self._control > self.limits.max_control_frames + self._credits:
-            raise ConnectionFailure(ENHANCE_YOUR_CALM, "too many control frames")
-
-    def _count_reset(self) -> None:
-        """One more stream reset by the peer, or by us because of the peer."""
-        self._resets += 1
-        if self._resets > self.limits.max_reset_streams + self.limits.max_concurrent_streams + self._answered:
-            raise ConnectionFailure(ENHANCE_YOUR_CALM, "too many reset streams")
+            self._budget.control_frame()
 
     # -- headers -----------------------------------------------------------------------------------
 
@@ -378,7 +339,7 @@ class ServerConnection:
     @staticmethod
     def _check_dependency(stream_id: int, priority: bytes) -> None:
         if int.from_bytes(priority[:4], "big") & 0x7FFFFFFF == stream_id:
-            raise _StreamFailure(stream_id, PROTOCOL_ERROR, "a stream cannot depend on itself")
+            raise StreamFailure(stream_id, PROTOCOL_ERROR, "a stream cannot depend on itself")
 
     def _on_headers(self, flags: int, stream_id: int, payload: bytes, now: float) -> None:
         if stream_id == 0 or stream_id % 2 == 0:
@@ -394,7 +355,7 @@ class ServerConnection:
             self._header_block(stream_id, flags, block, priority, now)
         else:
             if not block:
-                self._calm()
+                self._budget.control_frame()
             self._continuation = (stream_id, flags, bytearray(block), priority, now)
 
     def _on_continuation(self, flags: int, stream_id: int, payload: bytes, now: float) -> None:
@@ -402,7 +363,7 @@ class ServerConnection:
         if pending is None or pending[0] != stream_id:
             raise ConnectionFailure(PROTOCOL_ERROR, "CONTINUATION without a header block to continue")
         if not payload and not flags & END_HEADERS:
-            self._calm()
+            self._budget.control_frame()
         block = pending[2]
         block += payload
         if len(block) > 4 * self.limits.max_header_list_size:
@@ -423,11 +384,11 @@ class ServerConnection:
             if priority:
                 self._check_dependency(stream_id, priority)
             if not stream.remote_open:
-                raise _StreamFailure(stream_id, STREAM_CLOSED, "HEADERS after the request ended")
+                raise StreamFailure(stream_id, STREAM_CLOSED, "HEADERS after the request ended")
             if headers_or_error is not None or not flags & END_STREAM:
-                raise _StreamFailure(stream_id, PROTOCOL_ERROR, "trailers without END_STREAM or malformed")
+                raise StreamFailure(stream_id, PROTOCOL_ERROR, "trailers without END_STREAM or malformed")
             if stream.content_length is not None and stream.received != stream.content_length:
-                raise _StreamFailure(stream_id, PROTOCOL_ERROR, "less DATA than content-length")
+                raise StreamFailure(stream_id, PROTOCOL_ERROR, "less DATA than content-length")
             self._remote_end(stream)
             if not stream.parts and not stream.head:
                 self._events.append(RequestEnded(stream_id, 0))
@@ -440,37 +401,37 @@ class ServerConnection:
             if how == RESET_SENT:
                 return  # frames in flight when we reset it (§5.1)
             if how == RESET_RECEIVED:
-                raise _StreamFailure(stream_id, STREAM_CLOSED, "HEADERS after RST_STREAM")
+                raise StreamFailure(stream_id, STREAM_CLOSED, "HEADERS after RST_STREAM")
             raise ConnectionFailure(STREAM_CLOSED, f"HEADERS on closed stream {stream_id}")
         self.last_stream_id = stream_id
         if self.going_away or len(self.streams) + self.orphans >= self.limits.max_concurrent_streams:
             decoder.discard(block)
             self._out.append(rst_stream(stream_id, REFUSED_STREAM))
             self._remember_reset(stream_id, RESET_SENT)
-            self._count_reset()
+            self._budget.reset_stream()
             return
         try:
             headers = decoder.request(block)
         except MalformedHeaders as e:
-            raise _StreamFailure(stream_id, PROTOCOL_ERROR, str(e)) from None
+            raise StreamFailure(stream_id, PROTOCOL_ERROR, str(e)) from None
         if priority:
             self._check_dependency(stream_id, priority)
         stream = Stream(stream_id, self._peer_initial_window, self.limits.stream_window)
         self.streams[stream_id] = stream
         self._last_active = now
-        self._credits += 1
+        self._budget.credits += 1
         length = headers.get("content-length")
         if length is not None:
             if not length.isdigit():
                 del self.streams[stream_id]
-                raise _StreamFailure(stream_id, PROTOCOL_ERROR, "content-length is not a number")
+                raise StreamFailure(stream_id, PROTOCOL_ERROR, "content-length is not a number")
             stream.content_length = int(length)
         end = bool(flags & END_STREAM)
         if end:
             stream.remote_open = False
             if stream.content_length:
                 del self.streams[stream_id]
-                raise _StreamFailure(stream_id, PROTOCOL_ERROR, "content-length and no body")
+                raise StreamFailure(stream_id, PROTOCOL_ERROR, "content-length and no body")
         else:
             stream.stall_deadline = now + self.limits.request_stall_timeout
         self._events.append(RequestReceived(stream_id, headers, end))
@@ -481,35 +442,30 @@ class ServerConnection:
         if stream_id == 0:
             raise ConnectionFailure(PROTOCOL_ERROR, "DATA on stream 0")
         size = len(payload)
-        self._recv_window -= size
-        if self._recv_window < 0:
-            raise ConnectionFailure(FLOW_CONTROL_ERROR, "DATA beyond the connection's window")
-        self.buffered += size
+        self._rx.take(size)
         stream = self.streams.get(stream_id)
         if stream is None:
-            self._release(size)
+            self._rx.release(size)
             if stream_id > self.last_stream_id:
                 raise ConnectionFailure(PROTOCOL_ERROR, f"DATA on idle stream {stream_id}")
             how = self._reset_ids.get(stream_id)
             if how == RESET_SENT:
                 return
             if how == RESET_RECEIVED:
-                raise _StreamFailure(stream_id, STREAM_CLOSED, "DATA after RST_STREAM")
+                raise StreamFailure(stream_id, STREAM_CLOSED, "DATA after RST_STREAM")
             raise ConnectionFailure(STREAM_CLOSED, f"DATA on closed stream {stream_id}")
         if not stream.remote_open:
-            self._release(size)
-            raise _StreamFailure(stream_id, STREAM_CLOSED, "DATA after the request ended")
+            self._rx.release(size)
+            raise StreamFailure(stream_id, STREAM_CLOSED, "DATA after the request ended")
         stream.recv_window -= size
         if stream.recv_window < 0:
             raise ConnectionFailure(FLOW_CONTROL_ERROR, f"DATA beyond stream {stream_id}'s window")
         if stream.reserved:
-            used = min(stream.reserved, size)
-            stream.reserved -= used
-            self._reserved -= used
+            self._rx.arrived(stream, size)
         if flags & PADDED:
             data = self._unpad(flags, payload)
             padding = size - len(data)
-            self._release(padding)
+            self._rx.release(padding)
             if padding and not flags & END_STREAM:
                 stream.recv_window += padding
                 self._out.append(window_update(stream_id, padding))
@@ -517,18 +473,18 @@ class ServerConnection:
             data = payload
         end = bool(flags & END_STREAM)
         if not data and not end:
-            self._calm()
+            self._budget.control_frame()
         stream.received += len(data)
         if stream.content_length is not None and stream.received > stream.content_length:
-            raise _StreamFailure(stream_id, PROTOCOL_ERROR, "more DATA than content-length")
+            raise StreamFailure(stream_id, PROTOCOL_ERROR, "more DATA than content-length")
         if end:
             if stream.content_length is not None and stream.received != stream.content_length:
-                raise _StreamFailure(stream_id, PROTOCOL_ERROR, "less DATA than content-length")
+                raise StreamFailure(stream_id, PROTOCOL_ERROR, "less DATA than content-length")
             self._remote_end(stream)
         elif stream.stall_deadline is not None:
             stream.stall_deadline = now + self.limits.request_stall_timeout
         if stream.discard:
-            self._release(len(data))
+            self._rx.release(len(data))
             if end:
                 self._events.append(RequestEnded(stream_id, 0))
             return
@@ -562,7 +518,7 @@ class ServerConnection:
                     text = f"Received message larger than max ({length} vs. {limit})"
                     self._too_large(stream, n - pos, text)
                     return
-                if not self._make_room(stream, length, length - (n - pos)):
+                if not self._rx.make_room(stream, length, length - (n - pos)):
                     self._too_large(stream, n - pos, self._too_large_for_buffer(length))
                     return
             take = min(stream.need - stream.have, n - pos)
@@ -589,55 +545,17 @@ class ServerConnection:
 
     def _too_large(self, stream: Stream, rest: int, message: str) -> None:
         """Refuse the message being assembled: drop what we hold of it, and what follows."""
-        self._release(stream.partial + rest)
+        self._rx.release(stream.partial + rest)
         stream.head, stream.parts, stream.have, stream.need = b"", [], 0, -1
         stream.discard = True
-        self._unreserve(stream)
+        self._rx.forget(stream)
         self._events.append(MessageTooLarge(stream.id, message))
-
-    def _make_room(self, stream: Stream, length: int, remaining: int) -> bool:
-        """A message of `length` bytes whose rest (`remaining` bytes still to come) does not fit the
-        stream's window gets the window once the connection's buffer can hold all of it, so that a
-        message that was let in can always finish (two half-received large messages can never fill
-        the buffer between them). False: it can never fit."""
-        if remaining <= stream.recv_window:
-            return True
-        if length + MESSAGE_PREFIX > self.limits.max_connection_buffer:
-            return False
-        stream.waiting = remaining
-        self._waiting[stream.id] = stream
-        self._grant_waiting()
-        return True
-
-    def _grant_waiting(self) -> None:
-        budget = self.limits.max_connection_buffer
-        while self._waiting:
-            sid, stream = next(iter(self._waiting.items()))
-            remaining = stream.waiting
-            if self.buffered + self._reserved + remaining > budget:
-                return
-            del self._waiting[sid]
-            stream.waiting = 0
-            stream.reserved = remaining
-            self._reserved += remaining
-            increment = remaining - stream.recv_window
-            stream.recv_window = remaining
-            self._out.append(window_update(sid, increment))
-            self._refill(force=True)
-
-    def _unreserve(self, stream: Stream) -> None:
-        if stream.waiting:
-            self._waiting.pop(stream.id, None)
-            stream.waiting = 0
-        if stream.reserved:
-            self._reserved -= stream.reserved
-            stream.reserved = 0
 
     def release(self, size: int, stream_id: int = 0) -> None:
         """The application is done with `size` bytes that a MessageReceived gave it: the connection
         may buffer that much again. With `stream_id`, a stream that still receives gets its window
         back too (streaming requests)."""
-        self._release(size)
+        self._rx.release(size)
         if stream_id:
             stream = self.streams.get(stream_id)
             if stream is not None and stream.remote_open:
@@ -645,27 +563,19 @@ class ServerConnection:
                 if stream.recv_window < window // 2:
                     self._out.append(window_update(stream_id, window - stream.recv_window))
                     stream.recv_window = window
-        if self._waiting:
-            self._grant_waiting()
 
-    def _release(self, size: int) -> None:
-        if size:
-            self.buffered -= size
-            self._refill(force=False)
+    @property
+    def buffered(self) -> int:
+        """Request bytes the connection holds (received, not released)."""
+        return self._rx.buffered
 
-    def _refill(self, force: bool) -> None:
-        """Give the peer back the window that the buffer has room for, in steps of at least a
-        sixteenth of the buffer unless the peer is short of window (or `force`)."""
-        budget = self.limits.max_connection_buffer
-        gap = budget - self.buffered - self._recv_window
-        if gap > 0 and (force or gap >= budget >> 4 or self._recv_window < budget >> 1):
-            self._recv_window += gap
-            self._out.append(window_update(0, gap))
+    def _send(self, frame_bytes: bytes) -> None:
+        self._out.append(frame_bytes)
 
     # -- control frames ------------------------------------------------------------------------------
 
     def _on_settings(self, flags: int, stream_id: int, payload: bytes) -> None:
-        self._calm()
+        self._budget.control_frame()
         if stream_id != 0:
             raise ConnectionFailure(PROTOCOL_ERROR, "SETTINGS on a stream")
         if flags & ACK:
@@ -700,7 +610,7 @@ class ServerConnection:
             self._send_blocked()
 
     def _on_window_update(self, stream_id: int, payload: bytes) -> None:
-        self._calm()
+        self._budget.control_frame()
         if len(payload) != 4:
             raise ConnectionFailure(FRAME_SIZE_ERROR, "WINDOW_UPDATE length")
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
@@ -720,10 +630,10 @@ class ServerConnection:
                 raise ConnectionFailure(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {stream_id}")
             return  # a closed stream: allowed for a while after it closed (§5.1)
         if increment == 0:
-            raise _StreamFailure(stream_id, PROTOCOL_ERROR, "WINDOW_UPDATE with a zero increment")
+            raise StreamFailure(stream_id, PROTOCOL_ERROR, "WINDOW_UPDATE with a zero increment")
         stream.send_window += increment
         if stream.send_window > MAX_WINDOW:
-            raise _StreamFailure(stream_id, FLOW_CONTROL_ERROR, "stream window overflow")
+            raise StreamFailure(stream_id, FLOW_CONTROL_ERROR, "stream window overflow")
         if stream_id in self._blocked:
             self._drain(stream)
 
@@ -736,15 +646,15 @@ class ServerConnection:
         if stream is None:
             if stream_id > self.last_stream_id:
                 raise ConnectionFailure(PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
-            self._calm()  # a stream that is gone already: no work, but it happens in races
+            self._budget.control_frame()  # a stream that is gone already: no work, but it happens in races
             return
         code = int.from_bytes(payload, "big")
         self._close(stream, RESET_RECEIVED)
         self._reset_event(stream_id, code, True)
-        self._count_reset()
+        self._budget.reset_stream()
 
     def _on_ping(self, flags: int, stream_id: int, payload: bytes) -> None:
-        self._calm()
+        self._budget.control_frame()
         if stream_id != 0:
             raise ConnectionFailure(PROTOCOL_ERROR, "PING on a stream")
         if len(payload) != 8:
@@ -780,13 +690,13 @@ class ServerConnection:
             self._blocked.pop(sid, None)
             stream.pending = None
         if stream.reserved or stream.waiting:
-            self._unreserve(stream)
+            self._rx.forget(stream)
         if stream.need >= 0 or stream.head:
             held = stream.partial
             stream.head, stream.parts, stream.have, stream.need = b"", [], 0, -1
-            self._release(held)
-        if self._waiting:
-            self._grant_waiting()
+            self._rx.release(held)
+        if self._rx.waiting:
+            self._rx.grant_waiting()
 
     def _reset_event(self, stream_id: int, code: int, remote: bool) -> None:
         self.orphans += 1
@@ -806,7 +716,7 @@ class ServerConnection:
             self._reset_event(stream_id, code, False)
         else:
             self._remember_reset(stream_id, RESET_SENT)
-        self._count_reset()
+        self._budget.reset_stream()
 
     def _local_end(self, stream: Stream) -> None:
         """END_STREAM went out: the stream is closed, and if the request had not ended, the rest of
@@ -815,7 +725,7 @@ class ServerConnection:
             self._out.append(rst_stream(stream.id, NO_ERROR))
             self._close(stream, RESET_SENT)
         else:
-            self._answered += 1
+            self._budget.answered += 1
             self._close(stream, 0)
 
     # -- sending -----------------------------------------------------------------------------------
@@ -866,7 +776,7 @@ class ServerConnection:
             )
             self._send_window -= total
             stream.send_window -= total
-            self._credits += 1
+            self._budget.credits += 1
             self._local_end(stream)
             return
         self._out.append(frame(HEADERS, END_HEADERS, stream_id, RESPONSE_HEADERS))
@@ -959,7 +869,7 @@ class ServerConnection:
             out.append(pending[sent : sent + size] if size > 4096 else bytes(pending[sent : sent + size]))
             self._send_window -= size
             stream.send_window -= size
-            self._credits += 1
+            self._budget.credits += 1
             sent += size
         if sent < total:
             stream.pending = pending[sent:]
