@@ -62,7 +62,8 @@ def model(feeds: Mapping[str, np.ndarray], fetches: Sequence[str]) -> list[np.nd
 
 
 class FakeServable:
-    """The two things the scheduler touches: `runner` and the call signature behind it."""
+    """A servable as the scheduler sees it: its own step (`run`) and the `runner` it was built with
+    (`batch_with` builds it with a scheduler's wrapper, as `runtime.load(runner_wrapper=...)` does)."""
 
     def __init__(self, fn: Callable[..., list[np.ndarray]] = model, delay: float = 0.0) -> None:
         self.fn = fn
@@ -81,6 +82,9 @@ class FakeServable:
         if self.delay:
             time.sleep(self.delay)
         return self.fn({k: np.asarray(v) for k, v in feeds.items()}, list(fetches))
+
+    def batch_with(self, sched: BatchScheduler, params: Any = None) -> None:
+        self.runner = sched.wrapper(params)(self.run)
 
 
 def scheduler(text: str, registry: CollectorRegistry | None = None) -> BatchScheduler:
@@ -133,7 +137,7 @@ def test_mixed_concurrent_requests_equal_unbatched(text: str, stop_later: Any) -
     sched = scheduler(text)
     stop_later(sched)
     servable = FakeServable(delay=0.002)
-    assert sched.wrap(servable) is servable
+    servable.batch_with(sched)
     assert isinstance(servable.runner, BatchingRunner)
     fetch_sets = [["y"], ["total", "label_bytes"], ["label_bytes", "y", "total"], ["first"]]
 
@@ -164,7 +168,7 @@ def test_padding_on_batches_different_lengths_together(stop_later: Any) -> None:
     )
     stop_later(sched)
     servable = FakeServable()
-    sched.wrap(servable)
+    servable.batch_with(sched)
     inputs = [
         np.array([[7.0]], dtype=np.float32),
         np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32),
@@ -192,7 +196,7 @@ def test_padding_on_pads_strings_with_their_first_element(stop_later: Any) -> No
         return [feeds["s"]]
 
     servable = FakeServable(echo)
-    sched.wrap(servable)
+    servable.batch_with(sched)
     a = np.array([[b"a", b"b", b"c"]], dtype=object)
     b = np.array([[b"z"]], dtype=object)
     results = run_concurrently(lambda i: servable.runner({"s": [a, b][i]}, ["out"]), 2)
@@ -205,7 +209,7 @@ def test_padding_off_never_mixes_shapes(stop_later: Any) -> None:
     sched = scheduler("max_batch_size { value: 64 } batch_timeout_micros { value: 20000 }")
     stop_later(sched)
     servable = FakeServable()
-    sched.wrap(servable)
+    servable.batch_with(sched)
 
     def one(i: int) -> None:
         width = 1 + i % 3
@@ -225,7 +229,7 @@ def test_allowed_batch_sizes_pad_with_a_repeated_row(stop_later: Any) -> None:
     )
     stop_later(sched)
     servable = FakeServable()
-    sched.wrap(servable)
+    servable.batch_with(sched)
     feeds = request(rows=3, seed=1)
     got = servable.runner(feeds, ["total"])
     np.testing.assert_array_equal(got[0], model(feeds, ["total"])[0])
@@ -250,7 +254,7 @@ def wrapped(stop_later: Any) -> FakeServable:
     sched = scheduler("max_batch_size { value: 4 }")
     stop_later(sched)
     servable = FakeServable()
-    sched.wrap(servable)
+    servable.batch_with(sched)
     return servable
 
 
@@ -297,7 +301,7 @@ def test_runner_errors_reach_every_caller_in_the_batch(stop_later: Any) -> None:
     sched = scheduler("max_batch_size { value: 8 } batch_timeout_micros { value: 10000000 }")
     stop_later(sched)
     servable = FakeServable()
-    sched.wrap(servable)
+    servable.batch_with(sched)
 
     def one(i: int) -> SigserveError:
         with pytest.raises(SigserveError) as e:
@@ -356,7 +360,7 @@ def test_full_queue_gives_unavailable(stop_later: Any) -> None:
     stop_later(sched)
     gate = Gate()
     servable = FakeServable(gate)
-    sched.wrap(servable)
+    servable.batch_with(sched)
     x = np.ones((1, 2), np.float32)
     with ThreadPoolExecutor(2) as pool:
         running = pool.submit(servable.runner, {"x": x}, ["y"])
@@ -382,7 +386,7 @@ def test_splitting_runs_a_large_request_across_batches(stop_later: Any) -> None:
     )
     stop_later(sched)
     servable = FakeServable()
-    sched.wrap(servable)
+    servable.batch_with(sched)
     feeds = request(rows=10, seed=3)
     got = servable.runner(feeds, ["total", "y"])
     want = model(feeds, ["total", "y"])
@@ -403,7 +407,7 @@ def test_splitting_respects_the_queue_capacity(stop_later: Any) -> None:
     stop_later(sched)
     gate = Gate()
     servable = FakeServable(gate)
-    sched.wrap(servable)
+    servable.batch_with(sched)
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(servable.runner, {"x": np.ones((2, 2), np.float32)}, ["y"])
         assert gate.entered.wait(5)
@@ -423,7 +427,7 @@ def test_a_batch_closes_after_batch_timeout(stop_later: Any) -> None:
     sched = scheduler("max_batch_size { value: 100 } batch_timeout_micros { value: 150000 }")
     stop_later(sched)
     servable = FakeServable()
-    sched.wrap(servable)
+    servable.batch_with(sched)
     start = time.monotonic()
     servable.runner({"x": np.ones((1, 2), np.float32)}, ["y"])
     waited = time.monotonic() - start
@@ -434,7 +438,7 @@ def test_a_full_batch_does_not_wait_for_the_timeout(stop_later: Any) -> None:
     sched = scheduler("max_batch_size { value: 4 } batch_timeout_micros { value: 30000000 }")
     stop_later(sched)
     servable = FakeServable()
-    sched.wrap(servable)
+    servable.batch_with(sched)
     start = time.monotonic()
     servable.runner({"x": np.ones((4, 2), np.float32)}, ["y"])
     assert time.monotonic() - start < 5
@@ -447,7 +451,7 @@ def test_timeout_while_queued_withdraws_the_call(stop_later: Any) -> None:
     stop_later(sched)
     gate = Gate()
     servable = FakeServable(gate)
-    sched.wrap(servable)
+    servable.batch_with(sched)
     x = np.ones((1, 2), np.float32)
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(servable.runner, {"x": x}, ["y"])
@@ -465,7 +469,7 @@ def test_the_runner_gets_the_remaining_time(stop_later: Any) -> None:
     sched = scheduler("max_batch_size { value: 4 }")
     stop_later(sched)
     servable = FakeServable()
-    sched.wrap(servable)
+    servable.batch_with(sched)
     servable.runner({"x": np.ones((1, 2), np.float32)}, ["y"], timeout=30.0)
     servable.runner({"x": np.ones((1, 2), np.float32)}, ["y"])
     first, second = servable.timeouts
@@ -476,7 +480,7 @@ def test_the_runner_gets_the_remaining_time(stop_later: Any) -> None:
 def test_stop_drains_queued_work_then_refuses(stop_later: Any) -> None:
     sched = scheduler("max_batch_size { value: 64 } batch_timeout_micros { value: 60000000 }")
     servable = FakeServable()
-    sched.wrap(servable)
+    servable.batch_with(sched)
     x = np.ones((1, 2), np.float32)
     with ThreadPoolExecutor(4) as pool:
         futures = [pool.submit(servable.runner, {"x": x}, ["y"]) for _ in range(4)]
@@ -494,9 +498,9 @@ def test_models_share_the_threads_and_keep_their_own_params(stop_later: Any) -> 
     sched = scheduler("max_batch_size { value: 8 } num_batch_threads { value: 2 }")
     stop_later(sched)
     a, b = FakeServable(delay=0.001), FakeServable(delay=0.001)
-    sched.wrap(a)
-    sched.wrap(
-        b, params=parse_batching_parameters("max_batch_size { value: 2 } num_batch_threads { value: 99 }")
+    a.batch_with(sched)
+    b.batch_with(
+        sched, parse_batching_parameters("max_batch_size { value: 2 } num_batch_threads { value: 99 }")
     )
     assert len(sched._threads) == 2  # per-model thread settings are ignored, as in TF Serving
 
@@ -517,9 +521,9 @@ def test_wrapping_twice_does_not_batch_twice(stop_later: Any) -> None:
     sched = scheduler("")
     stop_later(sched)
     servable = FakeServable()
-    sched.wrap(servable)
+    servable.batch_with(sched)
     first = servable.runner
-    sched.wrap(servable)
+    servable.batch_with(sched)
     assert servable.runner is not first
     assert servable.runner.inner == servable.run
 
@@ -559,7 +563,7 @@ def test_property_batched_equals_unbatched(
     sched = scheduler(text)
     try:
         servable = FakeServable()
-        sched.wrap(servable)
+        servable.batch_with(sched)
 
         def one(i: int) -> None:
             feeds = request(rows=rows[i], seed=i)
@@ -579,7 +583,7 @@ def test_same_name_different_dtypes_never_share_a_batch(stop_later: Any) -> None
     sched = scheduler("max_batch_size { value: 64 } batch_timeout_micros { value: 20000 }")
     stop_later(sched)
     servable = FakeServable()
-    sched.wrap(servable)
+    servable.batch_with(sched)
 
     def one(i: int) -> None:
         dtype = [np.float32, np.float64, np.float16][i % 3]

@@ -66,8 +66,8 @@ def batched_factory() -> Iterator[Callable[[pathlib.Path, str], Any]]:
 
     def make(export_dir: pathlib.Path, text: str) -> Any:
         scheduler = BatchScheduler(parse_batching_parameters(text))
-        servable = runtime.load(export_dir, name="m", version=1)
-        assert scheduler.wrap(servable) is servable
+        servable = runtime.load(export_dir, name="m", version=1, runner_wrapper=scheduler.wrapper())
+        assert not servable.runs_in_caller
         opened.append((scheduler, servable))
         return servable
 
@@ -241,11 +241,9 @@ def test_a_running_batch_holds_neither_the_gil_nor_the_queues(
     from tests.test_batching_serve import export_batchable_spin
 
     scheduler = BatchScheduler(parse_batching_parameters("num_batch_threads { value: 2 }"))
-    spin = runtime.load(export_batchable_spin(tmp_path) / "1")
-    other = runtime.load(tf1_dir)
+    spin = runtime.load(export_batchable_spin(tmp_path) / "1", runner_wrapper=scheduler.wrapper())
+    other = runtime.load(tf1_dir, runner_wrapper=scheduler.wrapper())
     try:
-        scheduler.wrap(spin)
-        scheduler.wrap(other)
         started = threading.Event()
         result: dict[str, Any] = {}
 

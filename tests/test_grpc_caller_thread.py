@@ -1,4 +1,4 @@
-"""The gRPC Predict's short path (`sigserve.server.inline`, `PredictionServices.predict_inline`): a
+"""The gRPC Predict's short path (`sigserve.service.inline`, `PredictionServices.predict_inline`): a
 small request on a route whose steps take microseconds runs on the event loop, its step in that
 thread without a TensorFlow deadline; its answers equal the pool's, a tight deadline keeps
 TensorFlow's deadline, and a step that turns slow is answered DEADLINE_EXCEEDED and sends the route
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from sigserve.errors import Code, SigserveError
-from sigserve.server.inline import WINDOW
+from sigserve.service.inline import WINDOW
 
 pytest.importorskip("sigserve.runtime")
 
@@ -27,8 +27,8 @@ pytest.importorskip("sigserve.runtime")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from sigserve.server import serve
     from sigserve.server.grpc_handlers import PredictionServices
-    from sigserve.server.metrics import Metrics
     from sigserve.server.options import ServerOptions
+    from sigserve.service import Metrics, PredictionService
     from tests.test_runtime_errors import _export_odd
 
     base = tmp_path_factory.mktemp("odd")
@@ -36,8 +36,28 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     options = ServerOptions(model_name="odd", model_base_path=str(base))
     core = serve.make_core(options, serve.build_model_config(options), serve.make_loader(options, None))
     core.start(True)
-    yield PredictionServices(core, Metrics())
+    yield _Bodies(PredictionServices(PredictionService(core, Metrics())))
     core.stop()
+
+
+class _Bodies:
+    """The Predict bodies called as a transport calls them: with a fresh call context each."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self.steps = services.service.inline
+
+    def predict_inline(self, data: bytes, timeout: float | None) -> bytes | None:
+        return self.services.predict_inline(data, _ctx(timeout))  # type: ignore[no-any-return]
+
+    def predict(self, data: bytes, timeout: float | None) -> bytes:
+        return self.services.predict(data, _ctx(timeout))  # type: ignore[no-any-return]
+
+
+def _ctx(timeout: float | None) -> Any:
+    from sigserve.service import CallContext
+
+    return CallContext("GRPC", "Predict", timeout)
 
 
 def _request(signature: str, **inputs: np.ndarray) -> bytes:
@@ -56,8 +76,8 @@ def _call(services: Any, data: bytes, timeout: float | None) -> tuple[bytes, boo
     """What the front end does: the short path when it accepts, else the pool's body."""
     result = services.predict_inline(data, timeout)
     if result is not None:
-        return result[0], True
-    return services.predict(data, timeout)[0], False
+        return result, True
+    return services.predict(data, timeout), False
 
 
 def _promote(services: Any, data: bytes) -> None:
@@ -113,7 +133,7 @@ def test_a_fast_route_turned_slow_is_answered_late_then_goes_back(services: Any)
     assert not services.steps.likely(route)
     assert services.predict_inline(_request("slow", steps=steps), 60.0) is None
     # In the pool, with TensorFlow's deadline, a generous deadline lets the same step finish.
-    out, _, _ = services.predict(_request("slow", steps=steps), 60.0)
+    out = services.predict(_request("slow", steps=steps), 60.0)
     from sigserve.protos import predict_pb2
 
     assert predict_pb2.PredictResponse.FromString(out).outputs["count"].int64_val == [300_000]

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from sigserve.errors import Code, SigserveError
 from sigserve.server import grpc_methods, grpc_server
 from sigserve.server.grpc_handlers import read_int_metrics
-from sigserve.server.metrics import Metrics
 from sigserve.server.options import ServerOptions
+from sigserve.service import Metrics, PredictionService
 
 
 @pytest.mark.parametrize("code", list(Code))
@@ -145,7 +145,7 @@ def test_metric_names_read_counters_by_tf_or_prometheus_name() -> None:
 
 
 async def _create(options: ServerOptions) -> grpc_server.GrpcServer:
-    return grpc_server.create_server(object(), options, Metrics())
+    return grpc_server.create_server(PredictionService(object(), Metrics()), options)  # type: ignore[arg-type]
 
 
 def test_create_server_start_up_errors() -> None:

@@ -13,12 +13,18 @@ import pytest
 
 TF_FREE = [
     "sigserve.errors",
+    "sigserve.interfaces",
     "sigserve.saved_model",
     "sigserve.codec",
     "sigserve.client",
     "sigserve.cli",
     "sigserve.manager",
     "sigserve.batching",
+    "sigserve.service",
+    # The front ends reach TensorFlow only through the servables the manager loads.
+    "sigserve.server.rest",
+    "sigserve.server.grpc_server",
+    "sigserve.server.serve",
     "sigserve",
 ]
 SAVED_MODEL_SUBMODULES = [

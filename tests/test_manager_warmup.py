@@ -91,25 +91,27 @@ def write_warmup(version_dir: pathlib.Path, records: list[bytes]) -> pathlib.Pat
 
 
 class CountingLoader:
-    """The production loader, with each servable's TensorFlow runs counted through `runner` (the same
-    hook the batching layer uses), so the test sees what warmup ran before AVAILABLE."""
+    """The production loader, with each servable's TensorFlow runs counted through a runner wrapper
+    (the same hook the batching layer uses), so the test sees what warmup ran before AVAILABLE."""
 
     def __init__(self) -> None:
         self.runs: dict[int, int] = {}
         self.lock = threading.Lock()
 
     def __call__(self, request: LoadRequest) -> Any:
-        servable = load(request)
-        inner = servable.runner
+        from sigserve import runtime
+
         self.runs[request.version] = 0
 
-        def runner(feeds: Any, fetches: Any, timeout: float | None = None) -> Any:
-            with self.lock:
-                self.runs[request.version] += 1
-            return inner(feeds, fetches, timeout)
+        def wrap(inner: Any) -> Any:
+            def runner(feeds: Any, fetches: Any, timeout: float | None = None) -> Any:
+                with self.lock:
+                    self.runs[request.version] += 1
+                return inner(feeds, fetches, timeout)
 
-        servable.runner = runner
-        return servable
+            return runner
+
+        return runtime.load(request.path, name=request.name, version=request.version, runner_wrapper=wrap)
 
 
 def test_tensorflow_and_sigserve_agree_on_tfrecords(tmp_path: pathlib.Path) -> None:

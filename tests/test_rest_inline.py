@@ -1,4 +1,4 @@
-"""Small predicts on the event loop (`sigserve.server.inline`): which routes qualify, and that a
+"""Small predicts on the event loop (`sigserve.service.inline`): which routes qualify, and that a
 request answered on the loop is answered exactly as one answered in the pool.
 
 The policy is driven with real Servables (TF Serving's half_plus_two) and a real batching runner;
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from sigserve.server.inline import WINDOW, InlinePolicy, Route, runs_in_caller
+from sigserve.service.inline import WINDOW, InlinePolicy, Route
 
 ROUTE: Route = ("half_plus_two", None, None, "")
 FAST = 20e-6
@@ -105,18 +105,21 @@ def test_a_new_servable_on_the_same_route_starts_over(servable: Any, model_dir: 
 def test_a_batching_runner_never_runs_on_the_loop(model_dir: pathlib.Path) -> None:
     from sigserve import batching, runtime
 
-    s = runtime.load(str(model_dir), ("serve",), name="half_plus_two", version=123)
     scheduler = batching.BatchScheduler(batching.parse_batching_parameters(""))
+    plain = runtime.load(str(model_dir), ("serve",), name="half_plus_two", version=123)
+    s = runtime.load(
+        str(model_dir), ("serve",), name="half_plus_two", version=123, runner_wrapper=scheduler.wrapper()
+    )
     try:
-        assert runs_in_caller(s)
-        scheduler.wrap(s)
-        assert not runs_in_caller(s)
+        assert plain.runs_in_caller
+        assert not s.runs_in_caller
         policy = InlinePolicy()
         feed(policy, s, FAST, inline=False, n=4 * WINDOW)
         assert not policy.likely(ROUTE)
     finally:
         scheduler.stop()
         s.close()
+        plain.close()
 
 
 def test_tight_timeouts_and_the_switch_keep_everything_in_the_pool() -> None:
@@ -176,9 +179,9 @@ CASES = [
 @pytest.fixture(scope="module")
 def app(fixtures_dir: pathlib.Path) -> Iterator[Any]:
     from sigserve.server import serve
-    from sigserve.server.metrics import Metrics
     from sigserve.server.options import ServerOptions
     from sigserve.server.rest import create_app
+    from sigserve.service import Metrics, PredictionService
 
     options = ServerOptions(
         model_name="half_plus_two",
@@ -187,7 +190,7 @@ def app(fixtures_dir: pathlib.Path) -> Iterator[Any]:
     )
     core = serve.make_core(options, serve.build_model_config(options), serve.make_loader(options, None))
     core.start(True)
-    rest_app = create_app(core, options, Metrics())
+    rest_app = create_app(PredictionService(core, Metrics()), options)
     yield rest_app
     rest_app.close()
     core.stop()
@@ -205,7 +208,9 @@ def test_answers_on_the_loop_equal_answers_from_the_pool(app: Any) -> None:
         return seen
 
     seen = asyncio.run(run())
-    assert app.inline.likely(("half_plus_two", None, None, "")), "half_plus_two never reached the loop"
+    assert app.service.inline.likely(("half_plus_two", None, None, "serving_default")), (
+        "half_plus_two never reached the loop"
+    )
     answers = {i: next(iter(s)) for i, s in seen.items() if len(s) == 1}
     assert answers.keys() == seen.keys(), {i: s for i, s in seen.items() if len(s) != 1}
     assert answers[0][0] == 200 and json.loads(answers[0][1]) == {"predictions": [2.5, 3.0, 4.5]}

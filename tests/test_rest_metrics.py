@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from sigserve.errors import Code
-from sigserve.server.metrics import LATENCY_BUCKETS_US, Metrics, prometheus_name
+from sigserve.service.metrics import LATENCY_BUCKETS_US, Metrics, prometheus_name
 
 
 def test_name_mapping() -> None:

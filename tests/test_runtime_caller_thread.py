@@ -92,21 +92,25 @@ def test_servable_passes_the_hint_only_to_its_own_session(tmp_path) -> None:
     from tests import models
 
     export = models.export_tf1(tmp_path / "m")
-    servable = runtime.load(export)
-    try:
-        calls: list[tuple] = []
-        inner = servable.runner
+    calls: list[tuple] = []
 
+    def wrap(inner):
         def wrapped(feeds, fetches, timeout=None):
             calls.append((tuple(fetches), timeout))
             return inner(feeds, fetches, timeout)
 
+        return wrapped
+
+    servable = runtime.load(export)
+    behind = runtime.load(export, runner_wrapper=wrap)
+    try:
         direct = servable.predict({"x": [[1.0]]}, in_caller_thread=True)
-        servable.runner = wrapped
-        wrapped_out = servable.predict({"x": [[1.0]]}, in_caller_thread=True)
+        assert calls == []
+        wrapped_out = behind.predict({"x": [[1.0]]}, in_caller_thread=True)
         assert len(calls) == 1 and calls[0][1] is None
         assert direct.keys() == wrapped_out.keys()
         for key in direct:
             np.testing.assert_array_equal(direct[key], wrapped_out[key])
     finally:
         servable.close()
+        behind.close()

@@ -1,8 +1,8 @@
 """Server-side batching with TF Serving's BatchingParameters (tfserving-api.md §5). No TensorFlow here.
 
-`serve` builds one `BatchScheduler(parse_batching_parameters(text), registry=...)` and calls
-`scheduler.wrap(servable)` on every loaded servable; predict/classify/regress then batch through
-`servable.runner`.
+`serve` builds one `BatchScheduler(parse_batching_parameters(text), registry=...)` and loads every
+servable with `runner_wrapper=scheduler.wrapper()`: the servable's runner is then a `BatchingRunner`
+around its own session call, and predict/classify/regress/multi-inference all batch through it.
 """
 
 from sigserve.batching.params import PER_MODEL_FILE, parse_batching_parameters, per_model_params

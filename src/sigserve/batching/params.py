@@ -14,6 +14,7 @@ import pathlib
 
 from google.protobuf import text_format
 
+from sigserve.cpus import schedulable_cpus
 from sigserve.errors import SigserveError, invalid_argument
 from sigserve.protos.session_bundle_config_pb2 import BatchingParameters
 
@@ -34,10 +35,7 @@ EXAMPLE = (
 
 def default_num_batch_threads() -> int:
     """TensorFlow's port::MaxParallelism(): the CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    return schedulable_cpus()
 
 
 def parse_batching_parameters(text: str, source: str = "") -> BatchingParameters:
@@ -71,7 +69,7 @@ def per_model_params(version_dir: str | os.PathLike[str]) -> BatchingParameters 
     with these parameters when the file exists and does not batch it at all when it does not
     (bundle_factory_util.cc GetPerModelBatchingParams); the global file's queue fields are then
     ignored, only its thread-pool fields (num_batch_threads, thread_pool_name) count. So:
-    `params = per_model_params(dir)`; `if params is not None: scheduler.wrap(servable, params=params)`.
+    `params = per_model_params(dir)`; `if params is not None: wrapper = scheduler.wrapper(params)`.
     """
     path = pathlib.Path(version_dir) / PER_MODEL_FILE
     try:

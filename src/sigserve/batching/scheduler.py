@@ -27,7 +27,7 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +37,8 @@ from prometheus_client import CollectorRegistry
 from sigserve.batching import metrics as batching_metrics
 from sigserve.batching.params import max_execution_batch_size, parse_batching_parameters
 from sigserve.errors import Code, SigserveError, internal, invalid_argument, unavailable
+from sigserve.interfaces import Runner, RunnerWrapper
 from sigserve.protos.session_bundle_config_pb2 import BatchingParameters
-
-# (feeds, fetches, timeout=None) -> outputs in fetch order; `Servable.runner`'s signature.
-Runner = Callable[..., list[np.ndarray]]
 
 _NO_LOCK = contextlib.nullcontext()
 
@@ -312,7 +310,7 @@ def _pad_inner_dims(arrays: list[np.ndarray]) -> list[np.ndarray]:
 
 
 class BatchingRunner:
-    """What `scheduler.wrap` puts in `servable.runner`: the same call signature, batched."""
+    """A runner that batches: the same call signature as the runner it wraps (`interfaces.Runner`)."""
 
     def __init__(self, scheduler: BatchScheduler, inner: Runner, config: QueueConfig) -> None:
         self.scheduler = scheduler
@@ -350,18 +348,19 @@ class BatchScheduler:
 
     # -- the contract ----------------------------------------------------------------------------
 
-    def wrap(self, servable: Any, params: BatchingParameters | None = None) -> Any:
-        """Replace `servable.runner` with a batching one and return the servable.
+    def wrapper(self, params: BatchingParameters | None = None) -> RunnerWrapper:
+        """What batches a servable's steps: a function from its own runner to a batching one, to give
+        the servable when it is built (`runtime.load(..., runner_wrapper=...)`).
 
         `params` are per-model parameters (`batching_params.pbtxt`); their thread-pool fields are
         ignored, as in TF Serving, because the pool is this scheduler's.
         """
         config = QueueConfig.from_params(params) if params is not None else self.config
-        inner = servable.runner
-        if isinstance(inner, BatchingRunner):
-            inner = inner.inner
-        servable.runner = BatchingRunner(self, inner, config)
-        return servable
+
+        def wrap(inner: Runner) -> Runner:
+            return BatchingRunner(self, inner, config)
+
+        return wrap
 
     def stop(self) -> None:
         """Run every queued batch, then end the worker threads. Later calls get UNAVAILABLE."""

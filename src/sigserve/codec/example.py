@@ -15,7 +15,7 @@ import numpy as np
 
 from sigserve.codec.json import example_from_json
 from sigserve.errors import Code, SigserveError
-from sigserve.protos import input_pb2
+from sigserve.protos import example_pb2, input_pb2
 
 
 def serialize_input(input: input_pb2.Input) -> np.ndarray:
@@ -76,3 +76,21 @@ def _json_scalar(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def as_input(value: Any) -> input_pb2.Input:
+    """What the Python API accepts for classify/regress: an `Input`, or a list of Examples or of
+    feature dicts (`[{"x": 1.0}]`)."""
+    if isinstance(value, input_pb2.Input):
+        return value
+    if isinstance(value, (list, tuple)):
+        if value and all(isinstance(v, example_pb2.Example) for v in value):
+            result = input_pb2.Input()
+            result.example_list.examples.extend(value)
+            return result
+        return examples_from_dicts(list(value))
+    raise SigserveError(
+        Code.INVALID_ARGUMENT,
+        f"classify/regress take an Input proto or a list of feature dicts such as [{{'x': 1.0}}], "
+        f"not {type(value).__name__}",
+    )

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from sigserve.codec import example as codec_example
 from sigserve.errors import Code, SigserveError
 from sigserve.protos import classification_pb2, input_pb2, regression_pb2, types_pb2
-from sigserve.runtime import _examples
 from sigserve.runtime.signatures import ClassifyPlan, RegressPlan
 
 ClassificationResult = classification_pb2.ClassificationResult
@@ -21,7 +21,7 @@ RegressionResult = regression_pb2.RegressionResult
 
 def examples_tensor(inp: input_pb2.Input) -> np.ndarray:
     """The 1-D DT_STRING feed; "Input is empty." when there are no examples."""
-    tensor = _examples.serialize_input(inp)
+    tensor = codec_example.serialize_input(inp)
     if tensor.shape[0] == 0:
         raise SigserveError(Code.INVALID_ARGUMENT, "Input is empty.")
     return tensor

@@ -2,27 +2,29 @@
 predictor, classifier, regressor and multi-inference runner do (docs/architecture.md,
 `sigserve.runtime`).
 
-Every API method reaches TensorFlow through `self.runner(feeds, fetches, timeout)`; the batching
-layer swaps that attribute for a batching runner, and nothing else changes.
+Every API method reaches TensorFlow through `self.runner(feeds, fetches, timeout)`: the session's own
+call, or what a `runner_wrapper` made of it when the servable was built (the batching layer gives a
+batching runner that way), and nothing else changes.
 """
 
 from __future__ import annotations
 
 import os
 import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+from sigserve.codec.example import as_input
 from sigserve.errors import Code, SigserveError
+from sigserve.interfaces import Runner, RunnerWrapper
 from sigserve.protos import classification_pb2, inference_pb2, input_pb2, meta_graph_pb2, regression_pb2
-from sigserve.runtime import _examples, inference, multi_inference, signatures
+from sigserve.runtime import inference, multi_inference, signatures
 from sigserve.runtime.predict import PredictPlan
 from sigserve.runtime.session import Session, legacy_export_hint, load_session
 from sigserve.saved_model import signature_constants as sc
 
-Runner = Callable[..., list[np.ndarray]]
 DEFAULT_TAGS = ("serve",)
 
 
@@ -42,6 +44,7 @@ class Servable:
         name: str = "",
         version: int = 0,
         method_name_check: bool = False,
+        runner_wrapper: RunnerWrapper | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -52,8 +55,10 @@ class Servable:
             dict(meta_graph.signature_def.items())
         )
         self._session = session
-        self._session_run: Runner = session.run
-        self.runner: Runner = self._session_run
+        # Given once, here: the runner never changes after construction, so a call can tell from
+        # `runs_in_caller` alone whether its step runs in its own thread.
+        self._runs_in_caller = runner_wrapper is None
+        self.runner: Runner = session.run if runner_wrapper is None else runner_wrapper(session.run)
         self._predict_plans = {key: PredictPlan(sig) for key, sig in self.signatures.items()}
         # Structural plans are built on first use: a bad classify signature must only fail classify.
         self._classify_plans: dict[str, signatures.ClassifyPlan] = {}
@@ -63,6 +68,12 @@ class Servable:
         return f"Servable(name={self.name!r}, version={self.version}, export_dir={self.export_dir!r})"
 
     # -- contract --------------------------------------------------------------------------------
+
+    @property
+    def runs_in_caller(self) -> bool:
+        """True when `runner` is the session's own call: a step runs in the calling thread, with no
+        batching queue in between (only then does `predict(..., in_caller_thread=True)` apply)."""
+        return self._runs_in_caller
 
     def get_signature(self, name: str | None, method: str) -> tuple[str, meta_graph_pb2.SignatureDef]:
         """Resolve `name` (or `serving_default`) for `method` ("predict" | "classify" | "regress"),
@@ -95,11 +106,10 @@ class Servable:
             plan = self._predict_plans[key]
         feeds = plan.feeds(inputs)
         aliases, names = plan.fetches(output_filter)
-        runner = self.runner
-        if in_caller_thread and timeout is None and runner is self._session_run:
+        if in_caller_thread and timeout is None and self._runs_in_caller:
             outputs = self._session.run(feeds, names, None, in_caller_thread=True)
         else:
-            outputs = runner(feeds, names, timeout)
+            outputs = self.runner(feeds, names, timeout)
         return dict(zip(aliases, outputs, strict=True))
 
     def classify(
@@ -113,7 +123,7 @@ class Servable:
         if plan is None:
             plan = signatures.classify_plan(signature, self.method_name_check)
             self._classify_plans[key] = plan
-        examples = inference.examples_tensor(_examples.as_input(input))
+        examples = inference.examples_tensor(as_input(input))
         names = plan.output_names
         outputs = self.runner({plan.input_name: examples}, names, timeout)
         return inference.classification_result(plan, int(examples.shape[0]), names, outputs)
@@ -129,7 +139,7 @@ class Servable:
         if plan is None:
             plan = signatures.regress_plan(signature, self.method_name_check)
             self._regress_plans[key] = plan
-        examples = inference.examples_tensor(_examples.as_input(input))
+        examples = inference.examples_tensor(as_input(input))
         names = plan.output_names
         outputs = self.runner({plan.input_name: examples}, names, timeout)
         return inference.regression_result(plan, int(examples.shape[0]), names, outputs)
@@ -175,9 +185,11 @@ def load(
     method_name_check: bool = False,
     name: str = "",
     version: int = 0,
+    runner_wrapper: RunnerWrapper | None = None,
 ) -> Servable:
     """Load the MetaGraph tagged `tags` (default `serve`) of the SavedModel at `export_dir` (TF1 or
     TF2 format) into its own TensorFlow session. A failed load raises `SigserveError`.
+    `runner_wrapper`, if given, turns the session's runner into the one the servable uses (batching).
 
     `sigserve.load("/models/half_plus_two/00000123").predict({"x": [[1.0]]})` → `{"y": [[2.5]]}`.
     """
@@ -204,4 +216,5 @@ def load(
         name=name,
         version=version,
         method_name_check=method_name_check,
+        runner_wrapper=runner_wrapper,
     )

@@ -30,7 +30,7 @@ import stat
 import tempfile
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from sigserve.errors import Code, SigserveError, invalid_argument, unavailable
@@ -313,9 +313,10 @@ class GrpcConnection(asyncio.Protocol):
             self._start_stream(call, message)
             return
         assert isinstance(method, Method)
+        ctx = method.context(timeout, call.headers)
         if method.inline is not None:
             try:
-                out = method.inline(message, timeout)
+                out = method.inline(message, ctx)
             except Exception as e:
                 code, text = rpc_status(e)
                 self._fail(sid, code, text)
@@ -326,7 +327,7 @@ class GrpcConnection(asyncio.Protocol):
                 self.conn.release(call.held)
                 return
         try:
-            future = self.server.executor.submit(method.body, message, timeout)
+            future = self.server.executor.submit(method.body, message, ctx)
         except RuntimeError:  # the pool is shut down: the server is stopping
             self._fail(sid, Code.UNAVAILABLE, "The server is shutting down")
             return
@@ -436,7 +437,8 @@ class GrpcConnection(asyncio.Protocol):
             call.message = None
             requests = _one(message)
         timeout = None if call.deadline is None else max(call.deadline - time.monotonic(), 0.0)
-        call.task = loop.create_task(self._pump(call, method.body(requests, timeout)))
+        ctx = method.context(timeout, call.headers)
+        call.task = loop.create_task(self._pump(call, method.body(requests, ctx)))
         if call.deadline is not None:
             call.timer = loop.call_at(loop.time() + (call.deadline - time.monotonic()), self._expired, call)
 
@@ -658,7 +660,7 @@ class GrpcH2Server:
         *,
         tls: ssl.SSLContext | None,
         limits: Limits,
-        on_stop: Callable[[], None] | None = None,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.methods = methods
         self.executor = executor
@@ -714,7 +716,7 @@ class GrpcH2Server:
         for listener in self.listeners:
             listener.close()
         if self.on_stop is not None:
-            self.on_stop()
+            await self.on_stop()
         for connection in list(self.connections):
             connection.go_away()
         await asyncio.sleep(0)
@@ -744,7 +746,7 @@ def create(
     *,
     tls: ssl.SSLContext | None,
     channel_arguments: dict[str, Any],
-    on_stop: Callable[[], None] | None = None,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
 ) -> GrpcH2Server:
     limits = Limits.from_channel_arguments(channel_arguments)
     sockets: list[tuple[str, socket.socket]] = []

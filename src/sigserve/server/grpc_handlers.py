@@ -1,24 +1,27 @@
-"""The seven TF Serving RPCs as plain functions: serialized request in, serialized response out
-(tfserving-api.md §2.3, §3).
+"""The seven TF Serving RPCs as gRPC bodies: serialized request in, `PredictionService`, serialized
+response out (tfserving-api.md §2.3, §3).
 
 They run in the gRPC front end's thread pool, not on the event loop: parsing a 256 MB request,
 running TensorFlow and serializing the answer all take long enough to stall every other connection.
 Taking and returning bytes (not messages) keeps even the protobuf work off the loop. The one
-exception is `predict_inline`, for small Predicts on routes known to take microseconds (`inline.py`).
+exception is `predict_inline`, for small Predicts on routes known to take microseconds
+(`service/inline.py`).
 
-Every error is a `SigserveError` raised by the layer that knows; this module adds only the checks
-TF Serving makes in its own gRPC layer (ModelSpec presence, metadata fields, the reload config kind)
-and builds each response's `model_spec` the way TF Serving does.
+This module is the gRPC codec around the service: TF Serving's checks that belong to its gRPC layer
+(ModelSpec presence, metadata fields, the reload config kind) and each response's `model_spec` built
+the way TF Serving builds it. Resolution, the short path, deadlines and metrics are the service's.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sigserve.errors import Code, SigserveError, invalid_argument
+import numpy as np
+
+from sigserve.errors import SigserveError, invalid_argument
+from sigserve.interfaces import Servable
 from sigserve.protos import (
     SIGNATURE_DEF_MAP_TYPE_URL,
     classification_pb2,
@@ -31,22 +34,13 @@ from sigserve.protos import (
     predict_pb2,
     regression_pb2,
 )
-from sigserve.server.inline import InlinePolicy, Route
-from sigserve.server.metrics import Metrics, prometheus_name
+from sigserve.service import CallContext, PredictionService, PredictRequest, model_spec_of
+from sigserve.service.metrics import Metrics, prometheus_name
 
 logger = logging.getLogger("sigserve.grpc")
 
 DEFAULT_SIGNATURE = "serving_default"
 SIGNATURE_DEF_FIELD = "signature_def"
-
-# Request and response messages of the two tf.Example RPCs, by API name.
-_EXAMPLE_RPCS: dict[str, tuple[Any, Any]] = {
-    "classify": (classification_pb2.ClassificationRequest, classification_pb2.ClassificationResponse),
-    "regress": (regression_pb2.RegressionRequest, regression_pb2.RegressionResponse),
-}
-
-# The RPCs whose outcome TF Serving counts in request_count / request_latency (prediction_service_impl.cc).
-COUNTED_RPCS = ("Predict", "Classify", "Regress")
 
 
 def parse(message_class: Any, data: bytes) -> Any:
@@ -59,25 +53,28 @@ def parse(message_class: Any, data: bytes) -> Any:
         ) from None
 
 
-def model_spec_target(spec: Any) -> tuple[str, int | None, str | None]:
-    """(name, version, label) of a ModelSpec, with ServerCore's empty-name check."""
-    if not spec.name:
-        raise invalid_argument("ModelSpec has no name specified.")
-    choice = spec.WhichOneof("version_choice")
-    if choice == "version":
-        return spec.name, int(spec.version.value), None
-    if choice == "version_label":
-        return spec.name, None, spec.version_label
-    return spec.name, None, None
+def parse_counted(message_class: Any, data: bytes, ctx: CallContext) -> Any:
+    """`parse` for the counted RPCs: the request metrics carry the model name even when the rest of
+    the request does not parse (field 1 of every request message is its ModelSpec)."""
+    try:
+        request = parse(message_class, data)
+    except SigserveError:
+        try:
+            ctx.model_name = get_model_status_pb2.GetModelStatusRequest.FromString(data).model_spec.name
+        except Exception:
+            pass
+        raise
+    ctx.model_name = request.model_spec.name
+    return request
 
 
-def require_model_spec(request: Any) -> Any:
+def require_model_spec(request: Any) -> model_pb2.ModelSpec:
     if not request.HasField("model_spec"):
         raise invalid_argument("Missing ModelSpec")
-    return request.model_spec
+    return request.model_spec  # type: ignore[no-any-return]
 
 
-def fill_model_spec(out: Any, name: str, signature_name: str | None, version: int) -> None:
+def fill_model_spec(out: model_pb2.ModelSpec, name: str, signature_name: str | None, version: int) -> None:
     """TF Serving's MakeModelSpec: name, version, and the signature ("" → serving_default)."""
     out.name = name
     if signature_name is not None:
@@ -85,120 +82,106 @@ def fill_model_spec(out: Any, name: str, signature_name: str | None, version: in
     out.version.value = int(version)
 
 
-class PredictionServices:
-    """The RPC bodies of PredictionService and ModelService over one ServerCore."""
+class TensorProtoInputs:
+    """A PredictRequest's `inputs` map, decoded once the servable is known: the signature is checked
+    first (TF Serving looks it up before it parses a tensor), with the gRPC API's error texts."""
 
-    def __init__(self, core: Any, metrics: Metrics, *, tensor_content: bool = False) -> None:
-        # Imported here so that importing the gRPC front end never needs the codec package.
-        from sigserve.codec import example as codec_example
+    __slots__ = ("protos",)
+
+    def __init__(self, protos: Mapping[str, Any]) -> None:
+        self.protos = protos
+
+    def decode(self, servable: Servable, signature_name: str) -> dict[str, np.ndarray]:
+        from sigserve.codec.tensor import to_ndarray
+
+        servable.get_signature(signature_name, "predict")
+        tensors = {alias: to_ndarray(proto, alias) for alias, proto in self.protos.items()}
+        self.protos = {}  # a large request's tensors now live in `tensors`: let the message go
+        return tensors
+
+
+class PredictionServices:
+    """The RPC bodies of PredictionService and ModelService, over one `PredictionService`.
+
+    Every body takes the request bytes and the call's `CallContext` (built by the transport: its
+    timeout and metadata) and returns the response bytes."""
+
+    def __init__(self, service: PredictionService, *, tensor_content: bool = False) -> None:
         from sigserve.codec import tensor as codec_tensor
 
-        self.core = core
-        self.metrics = metrics
+        self.service = service
         self.tensor_content = tensor_content
-        # Which Predict routes take the short path: on the loop, the step in its thread (`inline.py`).
-        self.steps = InlinePolicy()
-        self._tensor = codec_tensor
-        self._example = codec_example
+        self._from_ndarray = codec_tensor.from_ndarray
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.service.metrics
 
     # -- PredictionService -----------------------------------------------------------------------
 
-    def predict(self, data: bytes, timeout: float | None) -> tuple[bytes, str, str]:
-        result = self._predict(data, timeout, inline=False)
-        assert result is not None  # only an inline call declines
-        return result
+    def predict(self, data: bytes, ctx: CallContext) -> bytes:
+        out = self.service.call(ctx, self._predict, (data, ctx, False))
+        assert out is not None  # only an inline call declines
+        return out
 
-    def predict_inline(self, data: bytes, timeout: float | None) -> tuple[bytes, str, str] | None:
+    def predict_inline(self, data: bytes, ctx: CallContext) -> bytes | None:
         """Predict on the event loop, or None (nothing done) unless the request is small, its deadline
-        not tight, and its route on this very servable qualifies for the short path (`inline.py`)."""
-        steps = self.steps
-        if len(data) > steps.max_body or not steps.allows_timeout(timeout):
+        not tight, and its route on this very servable qualifies for the short path."""
+        if not self.service.may_run_inline(len(data), ctx):
             return None
-        return self._predict(data, timeout, inline=True)
+        return self.service.call(ctx, self._predict, (data, ctx, True))
 
-    def _predict(self, data: bytes, timeout: float | None, inline: bool) -> tuple[bytes, str, str] | None:
-        request = parse(predict_pb2.PredictRequest, data)
-        spec = require_model_spec(request)
-        name, version, label = model_spec_target(spec)
-        signame = spec.signature_name or DEFAULT_SIGNATURE
-        route: Route = (name, version, label, signame)
-        if inline and not self.steps.likely(route):
+    def _predict(self, args: tuple[bytes, CallContext, bool]) -> bytes | None:
+        data, ctx, inline = args
+        request = parse_counted(predict_pb2.PredictRequest, data, ctx)
+        spec = model_spec_of(require_model_spec(request))
+        call = PredictRequest(spec, TensorProtoInputs(request.inputs), list(request.output_filter) or None)
+        del request  # `call` holds the tensors until they are decoded
+        result = self.service.predict(ctx, call, inline=inline)
+        if result is None:
             return None
+        del call
         response = predict_pb2.PredictResponse()
-        with self.core.handle(name, version, label) as servable:
-            if inline and not self.steps.allows(route, servable):
-                return None
-            # The signature is looked up before any tensor is decoded, as in TF Serving.
-            servable.get_signature(signame, "predict")
-            to_ndarray = self._tensor.to_ndarray
-            inputs = {alias: to_ndarray(proto, alias) for alias, proto in request.inputs.items()}
-            output_filter = list(request.output_filter) or None
-            del request, spec  # a large request's tensors now live in `inputs`: free the message
-            outputs, runtime = self.steps.predict(
-                route,
-                servable,
-                inputs,
-                signature_name=signame,
-                output_filter=output_filter,
-                timeout=timeout,
-                inline=inline,
-            )
-            # On the loop the step was not cancelled at the deadline: it is answered late instead.
-            if inline and timeout is not None and runtime > timeout:
-                raise SigserveError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
-            self.metrics.observe_runtime(
-                model_name=name, api="predict", signature=signame, latency_seconds=runtime
-            )
-            fill_model_spec(response.model_spec, name, signame, servable.version)
-        del inputs
-        from_ndarray = self._tensor.from_ndarray
-        for alias, array in outputs.items():
+        fill_model_spec(response.model_spec, spec.name, result.signature_name, result.version)
+        from_ndarray = self._from_ndarray
+        for alias, array in result.outputs.items():
             response.outputs[alias].CopyFrom(from_ndarray(array, tensor_content=self.tensor_content))
-        return response.SerializeToString(), name, signame
+        return bytes(response.SerializeToString())
 
-    def classify(self, data: bytes, timeout: float | None) -> tuple[bytes, str, str]:
-        return self._run_examples(data, timeout, "classify")
+    def classify(self, data: bytes, ctx: CallContext) -> bytes:
+        return self._examples(data, ctx, classification_pb2.ClassificationRequest)
 
-    def regress(self, data: bytes, timeout: float | None) -> tuple[bytes, str, str]:
-        return self._run_examples(data, timeout, "regress")
+    def regress(self, data: bytes, ctx: CallContext) -> bytes:
+        return self._examples(data, ctx, regression_pb2.RegressionRequest)
 
-    def _run_examples(self, data: bytes, timeout: float | None, api: str) -> tuple[bytes, str, str]:
-        """Classify or Regress (`api`): the same request shape, a different result message."""
-        request_class, response_class = _EXAMPLE_RPCS[api]
-        request = parse(request_class, data)
-        spec = require_model_spec(request)
-        name, version, label = model_spec_target(spec)
-        signame = spec.signature_name or DEFAULT_SIGNATURE
-        response = response_class()
-        with self.core.handle(name, version, label) as servable:
-            self.metrics.observe_examples(model_name=name, count=self._example.num_examples(request.input))
-            run = servable.classify if api == "classify" else servable.regress
-            started = time.perf_counter()
-            result = run(request.input, signature_name=signame, timeout=timeout)
-            self.metrics.observe_runtime(
-                model_name=name,
-                api=api,
-                signature=signame,
-                latency_seconds=time.perf_counter() - started,
-            )
-            response.result.CopyFrom(result)
-            fill_model_spec(response.model_spec, name, signame, servable.version)
-        return response.SerializeToString(), name, signame
+    def _examples(self, data: bytes, ctx: CallContext, request_class: Any) -> bytes:
+        out = self.service.call(ctx, self._run_examples, (data, ctx, request_class))
+        assert out is not None
+        return out
 
-    def multi_inference(self, data: bytes, timeout: float | None) -> bytes:
+    def _run_examples(self, args: tuple[bytes, CallContext, Any]) -> bytes:
+        """Classify or Regress: the same request shape, a different result message."""
+        data, ctx, request_class = args
+        request = parse_counted(request_class, data, ctx)
+        spec = model_spec_of(require_model_spec(request))
+        if request_class is classification_pb2.ClassificationRequest:
+            response: Any = classification_pb2.ClassificationResponse()
+            result, version = self.service.classify(ctx, spec, request.input)
+        else:
+            response = regression_pb2.RegressionResponse()
+            result, version = self.service.regress(ctx, spec, request.input)
+        response.result.CopyFrom(result)
+        fill_model_spec(response.model_spec, spec.name, spec.signature, version)
+        return bytes(response.SerializeToString())
+
+    def multi_inference(self, data: bytes, ctx: CallContext) -> bytes:
         request = parse(inference_pb2.MultiInferenceRequest, data)
-        # TF Serving resolves the model from the first task (an absent one reads as an empty spec);
-        # the runner then checks that every task names that same model.
-        first = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
-        name, version, label = model_spec_target(first)
-        with self.core.handle(name, version, label) as servable:
-            response = servable.multi_inference(request, timeout=timeout)
-            served = servable.version
+        response, served = self.service.multi_inference(ctx, request)
         for task, result in zip(request.tasks, response.results, strict=False):
             fill_model_spec(result.model_spec, task.model_spec.name, task.model_spec.signature_name, served)
         return bytes(response.SerializeToString())
 
-    def get_model_metadata(self, data: bytes) -> bytes:
+    def get_model_metadata(self, data: bytes, ctx: CallContext) -> bytes:
         request = parse(get_model_metadata_pb2.GetModelMetadataRequest, data)
         spec = require_model_spec(request)
         fields = list(dict.fromkeys(request.metadata_field))
@@ -207,15 +190,13 @@ class PredictionServices:
         for field in fields:
             if field != SIGNATURE_DEF_FIELD:
                 raise invalid_argument(f"Metadata field {field} is not supported")
-        name, version, label = model_spec_target(spec)
+        metadata = self.service.model_metadata(ctx, model_spec_of(spec))
         signature_map = get_model_metadata_pb2.SignatureDefMap()
-        with self.core.handle(name, version, label) as servable:
-            for key, signature in servable.signatures.items():
-                signature_map.signature_def[key].CopyFrom(signature)
-            served = servable.version
+        for key, signature in metadata.signatures.items():
+            signature_map.signature_def[key].CopyFrom(signature)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = name
-        response.model_spec.version.value = int(served)
+        response.model_spec.name = metadata.name
+        response.model_spec.version.value = int(metadata.version)
         # By hand, not Any.Pack: the type URL must name TF Serving's package, not ours.
         packed = response.metadata[SIGNATURE_DEF_FIELD]
         packed.type_url = SIGNATURE_DEF_MAP_TYPE_URL
@@ -224,16 +205,15 @@ class PredictionServices:
 
     # -- ModelService ----------------------------------------------------------------------------
 
-    def get_model_status(self, data: bytes) -> bytes:
+    def get_model_status(self, data: bytes, ctx: CallContext) -> bytes:
         request = parse(get_model_status_pb2.GetModelStatusRequest, data)
         spec = require_model_spec(request)
         # A label does not narrow the status; a version does (get_model_status_impl.cc). An empty
         # name is left to the manager, whose answer is "Could not find any versions of model ".
         version = int(spec.version.value) if spec.WhichOneof("version_choice") == "version" else None
-        response = self.core.model_status(spec.name, version)
-        return bytes(response.SerializeToString())
+        return bytes(self.service.model_status(ctx, spec.name, version).SerializeToString())
 
-    def handle_reload_config_request(self, data: bytes) -> bytes:
+    def handle_reload_config_request(self, data: bytes, ctx: CallContext) -> bytes:
         request = parse(model_management_pb2.ReloadConfigRequest, data)
         names = list(dict.fromkeys(request.metric_names))
         before = read_int_metrics(self.metrics, names)
@@ -248,7 +228,7 @@ class PredictionServices:
                     config.model_platform,
                 )
             try:
-                self.core.reload_config(request.config)
+                self.service.reload_config(ctx, request.config)
             except SigserveError as e:
                 error = e
         else:
@@ -283,7 +263,7 @@ def read_int_metrics(metrics: Metrics, names: Iterable[str]) -> dict[str, int]:
     by_prom: dict[str, list[str]] = {}
     for name, prom in wanted.items():
         by_prom.setdefault(prom, []).append(name)
-    for family in _collect(metrics):
+    for family in metrics.registry.collect():
         if family.type not in ("counter", "gauge"):
             continue
         for sample in family.samples:
@@ -298,7 +278,3 @@ def read_int_metrics(metrics: Metrics, names: Iterable[str]) -> dict[str, int]:
             for name in dict.fromkeys(matches):
                 totals[name] += int(sample.value)
     return totals
-
-
-def _collect(metrics: Metrics) -> list[Any]:
-    return list(metrics.registry.collect())

@@ -25,6 +25,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from sigserve.errors import invalid_argument
 from sigserve.protos import MODEL_SERVICE, PREDICTION_SERVICE
 from sigserve.server.grpc_methods import StreamMethod
+from sigserve.service import CallContext
 
 V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 V1 = "grpc.reflection.v1.ServerReflection"
@@ -217,8 +218,8 @@ def reflection_method(service_names: Iterable[str]) -> StreamMethod:
         response = next(iter(servicer.ServerReflectionInfo(iter((request,)), None)))
         return bytes(response.SerializeToString())
 
-    async def info(requests: AsyncIterator[bytes], timeout: float | None) -> AsyncIterator[bytes]:
+    async def info(requests: AsyncIterator[bytes], ctx: CallContext) -> AsyncIterator[bytes]:
         async for data in requests:
             yield answer(data)
 
-    return StreamMethod(info, client_streaming=True)
+    return StreamMethod(info, client_streaming=True, api="ServerReflectionInfo")

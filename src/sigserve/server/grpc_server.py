@@ -21,8 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -33,8 +32,8 @@ from sigserve.server import grpc_reflection, health_service
 from sigserve.server.grpc_handlers import PredictionServices
 from sigserve.server.grpc_methods import Method, StreamMethod, method_table, rpc_status
 from sigserve.server.http2.limits import LIMIT_KEYS
-from sigserve.server.metrics import Metrics
-from sigserve.server.options import ServerOptions
+from sigserve.server.options import ServerOptions, worker_threads
+from sigserve.service import PredictionService
 
 Table = dict[str, dict[str, "Method | StreamMethod"]]
 
@@ -52,13 +51,7 @@ def grpc_status(code: int) -> grpc.StatusCode:
 
 def num_grpc_threads(options: ServerOptions) -> int:
     """`--grpc_max_threads`; 0 means TF Serving's default of 4 x schedulable CPUs."""
-    if options.grpc_max_threads > 0:
-        return options.grpc_max_threads
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return 4 * max(1, cpus)
+    return worker_threads(options.grpc_max_threads)
 
 
 # -- transport configuration -----------------------------------------------------------------------
@@ -191,13 +184,13 @@ def _grpcio_handler(method: Method, executor: concurrent.futures.Executor) -> gr
     """A grpc.aio handler running `method`: inline on the loop if it accepts, else in `executor`."""
 
     async def handler(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        timeout = _timeout(context)
+        ctx = method.context(_timeout(context), _metadata(context))
         try:
             if method.inline is not None:
-                out = method.inline(data, timeout)
+                out = method.inline(data, ctx)
                 if out is not None:
                     return out
-            return await asyncio.get_running_loop().run_in_executor(executor, method.body, data, timeout)
+            return await asyncio.get_running_loop().run_in_executor(executor, method.body, data, ctx)
         except Exception as e:
             code, message = rpc_status(e)
             await context.abort(grpc_status(code), message)
@@ -215,6 +208,11 @@ def _timeout(context: grpc.aio.ServicerContext) -> float | None:
     return max(float(remaining), 0.0)
 
 
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The call's metadata by lower-case name (the last value of a repeated key wins)."""
+    return {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+
+
 def _grpcio_stream_handler(method: StreamMethod) -> grpc.RpcMethodHandler:
     """A grpc.aio handler running a streaming method's generator on the loop."""
 
@@ -222,7 +220,7 @@ def _grpcio_stream_handler(method: StreamMethod) -> grpc.RpcMethodHandler:
         requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         try:
-            async for answer in method.body(requests, _timeout(context)):
+            async for answer in method.body(requests, method.context(_timeout(context), _metadata(context))):
                 yield answer
         except Exception as e:
             code, message = rpc_status(e)
@@ -257,12 +255,10 @@ def service_handlers(table: Table, executor: concurrent.futures.Executor) -> lis
     ]
 
 
-def service_table(
-    services: PredictionServices, metrics: Metrics, health: health_service.HealthService | None
-) -> Table:
+def service_table(services: PredictionServices, health: health_service.HealthService | None) -> Table:
     """Every service either transport serves: TF Serving's two, grpc.health.v1 (if enabled) and
     server reflection (v1alpha and v1), which lists them all."""
-    table: Table = {service: dict(methods) for service, methods in method_table(services, metrics).items()}
+    table: Table = {service: dict(methods) for service, methods in method_table(services).items()}
     if health is not None:
         table[health_service.SERVICE] = health.methods()
     reflection = grpc_reflection.reflection_method([*table, *grpc_reflection.SERVICES])
@@ -287,7 +283,7 @@ class GrpcServer:
         server: grpc.aio.Server,
         addresses: list[str],
         executor: concurrent.futures.ThreadPoolExecutor,
-        on_stop: Callable[[], None] | None = None,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.server = server
         self.addresses = addresses
@@ -300,7 +296,7 @@ class GrpcServer:
     async def stop(self, grace: float | None) -> None:
         """Refuse new RPCs, let in-flight ones finish for up to `grace` seconds, then cancel them."""
         if self.on_stop is not None:
-            self.on_stop()
+            await self.on_stop()
         await self.server.stop(grace)
         # A cancelled RPC's TensorFlow call cannot be interrupted; its worker finishes on its own.
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -310,8 +306,8 @@ NATIVE_CHANNEL_ARGUMENTS = frozenset({*LIMIT_KEYS, "grpc.so_reuseport"})
 HEALTH_SERVICE_NAMES = ["", "ModelService", "PredictionService", MODEL_SERVICE, PREDICTION_SERVICE]
 
 
-def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> Any:
-    """The gRPC front end for `core` (a `sigserve.manager.ServerCore`): bound, not started.
+def create_server(service: PredictionService, options: ServerOptions) -> Any:
+    """The gRPC front end for `service`: bound, not started.
 
     `--grpc_transport=native` (the default) serves with `grpc_h2`, `grpcio` with grpcio's server.
     Raises `SigserveError` for a bad `--ssl_config_file` / `--grpc_channel_arguments` /
@@ -330,14 +326,14 @@ def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> Any:
         )
     channel_options = server_channel_options(options)
     services = PredictionServices(
-        core, metrics, tensor_content=bool(options.enable_serialization_as_tensor_content)
+        service, tensor_content=bool(options.enable_serialization_as_tensor_content)
     )
     health = (
-        health_service.HealthService(core, HEALTH_SERVICE_NAMES)
+        health_service.HealthService(service, HEALTH_SERVICE_NAMES)
         if options.enable_grpc_healthcheck_service
         else None
     )
-    table = service_table(services, metrics, health)
+    table = service_table(services, health)
     on_stop = health.shutdown if health is not None else None
     if options.grpc_transport == "native":
         from sigserve.server import grpc_h2
@@ -351,8 +347,8 @@ def create_server(core: Any, options: ServerOptions, metrics: Metrics) -> Any:
                 ",".join(ignored),
             )
         methods = {
-            f"/{service}/{name}": method
-            for service, entries in table.items()
+            f"/{service_name}/{name}": method
+            for service_name, entries in table.items()
             for name, method in entries.items()
         }
         executor = _executor(options)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from sigserve.cpus import schedulable_cpus
+
 
 @dataclasses.dataclass
 class ServerOptions:
@@ -54,3 +56,9 @@ class ServerOptions:
 
     # Monitoring.
     monitoring_config_file: str = ""
+
+
+def worker_threads(configured: int) -> int:
+    """A front end's pool size: `configured` when set, else TF Serving's default of 4 x CPUs
+    (`--rest_api_num_threads`, `--grpc_max_threads`)."""
+    return configured if configured > 0 else 4 * schedulable_cpus()

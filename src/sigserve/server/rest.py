@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import os
-import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
@@ -26,10 +24,10 @@ from typing import Any
 import orjson
 
 from sigserve.errors import Code, SigserveError, http_status, invalid_argument
+from sigserve.interfaces import Servable
 from sigserve.server import rest_metadata, urls
-from sigserve.server.inline import InlinePolicy, Route
-from sigserve.server.metrics import Metrics
-from sigserve.server.options import ServerOptions
+from sigserve.server.options import ServerOptions, worker_threads
+from sigserve.service import CallContext, ModelSpec, PredictionService, PredictRequest
 
 logger = logging.getLogger("sigserve.rest")
 
@@ -63,13 +61,7 @@ class BodyTooLarge(Exception):
 
 def num_rest_threads(options: ServerOptions) -> int:
     """`--rest_api_num_threads`, where 0 means TF Serving's default of 4 × schedulable CPUs."""
-    if options.rest_api_num_threads > 0:
-        return options.rest_api_num_threads
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return 4 * max(1, cpus)
+    return worker_threads(options.rest_api_num_threads)
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
@@ -86,32 +78,52 @@ def gunzip(body: bytes, limit: int) -> bytes:
     return out
 
 
+class JsonInputs:
+    """A REST predict body's `instances` / `inputs`, decoded with the signature's dtypes once the
+    servable is resolved (TF Serving's REST handler looks the signature up for exactly that, with its
+    own error texts). Remembers which format the request used: the answer is written the same way."""
+
+    __slots__ = ("body", "row_format")
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+        self.row_format = True
+
+    def decode(self, servable: Servable, signature_name: str) -> dict[str, Any]:
+        sig = servable.signatures.get(signature_name)
+        if sig is None:
+            raise invalid_argument(f'Serving signature name: "{signature_name}" not found in signature def')
+        if not sig.inputs:
+            requested = self.body.signature_name
+            raise invalid_argument(f"Failed to get input map for signature: {requested or 'DEFAULT'}")
+        inputs, self.row_format = self.body.to_inputs({k: v.dtype for k, v in sig.inputs.items()})
+        return inputs  # type: ignore[no-any-return]
+
+
 class RestApp:
     """The ASGI application. `create_app` builds one; `close()` stops its thread pool."""
 
     def __init__(
         self,
-        core: Any,
+        service: PredictionService,
         options: ServerOptions,
-        metrics: Metrics,
         *,
         metrics_path: str | None = DEFAULT_METRICS_PATH,
-        model_names: Callable[[], Sequence[str]] | None = None,
         executor: concurrent.futures.ThreadPoolExecutor | None = None,
-        inline: InlinePolicy | None = None,
     ) -> None:
-        self.core = core
+        self.service = service
+        self.metrics = service.metrics
         self.options = options
-        self.metrics = metrics
         self.metrics_path = metrics_path
-        self.model_names = model_names
         self.max_body = int(options.max_request_body_bytes)
         timeout_ms = int(options.rest_api_timeout_in_ms)
         self.timeout: float | None = timeout_ms / 1000.0 if timeout_ms > 0 else None
         self.cors = bool(options.rest_api_enable_cors_support)
         self.headers: tuple[tuple[bytes, bytes], ...] = (_JSON, *_CORS) if self.cors else (_JSON,)
-        self.inline = inline if inline is not None else InlinePolicy()
-        self._inline_timeout_ok = self.inline.allows_timeout(self.timeout)
+        self._deadline_text = (
+            f"Deadline exceeded: the request took longer than --rest_api_timeout_in_ms="
+            f"{options.rest_api_timeout_in_ms}"
+        )
         # (method, path) -> ApiCall for paths that parsed; most traffic repeats a handful of URLs.
         self._calls: dict[tuple[str, str], urls.ApiCall] = {}
         self.executor = executor or concurrent.futures.ThreadPoolExecutor(
@@ -174,29 +186,21 @@ class RestApp:
     # -- /v1 -------------------------------------------------------------------------------------
 
     async def _api(self, scope: Scope, receive: Receive, send: Send, method: str, full_path: str) -> None:
-        start = time.perf_counter()
-        model_name = ""
-        api = ""
-        signature = ""
+        ctx = CallContext("REST", "", self.timeout, deadline_message=self._deadline_text)
         try:
             call = self._calls.get((method, full_path))
             if call is None:
                 call = self._parse_url(method, full_path)
-            model_name = call.model_name
-            api = call.kind if call.kind in urls.VERBS else ""
+            ctx.model_name = call.model_name
+            ctx.api = call.kind if call.kind in urls.VERBS else ""
             gzipped = False
             body = b""
             if method == "POST":
                 gzipped, body = await self._read_body(scope, receive)
-            if (
-                call.kind == "predict"
-                and not gzipped
-                and len(body) <= self.inline.max_body
-                and self._inline_timeout_ok
-            ):
-                out, signature = await self._small_predict(call, body, start)
+            if call.kind == "predict" and not gzipped and self.service.may_run_inline(len(body), ctx):
+                out = await self._small_predict(ctx, call, body)
             else:
-                out, signature = await self._in_pool(self._process, call, body, gzipped)
+                out = await self._in_pool(ctx, self._process, ctx, call, body, gzipped)
             code = Code.OK
             status = 200
         except BodyTooLarge as e:
@@ -207,14 +211,7 @@ class RestApp:
             logger.exception("Unexpected error serving %s %s", method, full_path)
             code, status = Code.INTERNAL, 500
             out = self._json.encode_error(f"Internal error: {type(e).__name__}: {e}")
-        self.metrics.observe_request(
-            model_name=model_name,
-            api=api,
-            entrypoint="REST",
-            signature=signature,
-            code=code,
-            latency_seconds=time.perf_counter() - start,
-        )
+        self.service.record(ctx, code)
         await _respond(send, status, out, self.headers)
 
     def _parse_url(self, method: str, full_path: str) -> urls.ApiCall:
@@ -224,33 +221,26 @@ class RestApp:
         self._calls[(method, full_path)] = call
         return call
 
-    async def _in_pool(self, fn: Callable[..., tuple[bytes, str]], *args: Any) -> tuple[bytes, str]:
+    async def _in_pool(self, ctx: CallContext, fn: Callable[..., bytes], *args: Any) -> bytes:
         future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         try:
-            return await asyncio.wait_for(future, self.timeout)
+            return await asyncio.wait_for(future, ctx.timeout)
         except asyncio.TimeoutError:
-            raise self._deadline_exceeded() from None
+            raise ctx.deadline_exceeded() from None
 
-    def _deadline_exceeded(self) -> SigserveError:
-        return SigserveError(
-            Code.DEADLINE_EXCEEDED,
-            f"Deadline exceeded: the request took longer than --rest_api_timeout_in_ms="
-            f"{self.options.rest_api_timeout_in_ms}",
-        )
-
-    async def _small_predict(self, call: urls.ApiCall, body: bytes, start: float) -> tuple[bytes, str]:
+    async def _small_predict(self, ctx: CallContext, call: urls.ApiCall, body: bytes) -> bytes:
         """A predict with a small plain body: parsed here (bounded by the size), then run on the loop
-        when its route qualifies (`inline.py`), else in the pool."""
-        request = self._json.parse_predict(body)
-        route: Route = (call.model_name, call.version, call.label, request.signature_name)
-        if self.inline.likely(route):
-            result = self._run_predict(call, request, route, inline=True)
-            if result is not None:
-                # The call could not be abandoned at the deadline; it is still answered 504 after it.
-                if self.timeout is not None and time.perf_counter() - start > self.timeout:
-                    raise self._deadline_exceeded()
-                return result
-        return await self._in_pool(self._predict, call, request, route)
+        when the service's short path takes it, else in the pool."""
+        request = self._predict_request(call, self._json.parse_predict(body))
+        out = self._predict(ctx, request, True)
+        if out is not None:
+            return out
+        return await self._in_pool(ctx, self._pool_predict, ctx, request)
+
+    @staticmethod
+    def _predict_request(call: urls.ApiCall, body: Any) -> PredictRequest:
+        spec = ModelSpec(call.model_name, call.version, call.label, body.signature_name)
+        return PredictRequest(spec, JsonInputs(body))
 
     async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bool, bytes]:
         """(whether the body is gzip-encoded, the body as sent), refusing one over the size limit."""
@@ -284,74 +274,44 @@ class RestApp:
                 break
         return gzipped, chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def _process(self, call: urls.ApiCall, body: bytes, gzipped: bool) -> tuple[bytes, str]:
-        """Runs in the REST thread pool: parse, resolve the model, run TensorFlow, encode."""
+    def _process(self, ctx: CallContext, call: urls.ApiCall, body: bytes, gzipped: bool) -> bytes:
+        """Runs in the REST thread pool: parse, then the service, then encode."""
         if gzipped:
             body = gunzip(body, self.max_body)
         kind = call.kind
         if kind == "predict":
-            return self._predict(call, self._json.parse_predict(body), None)
+            return self._pool_predict(ctx, self._predict_request(call, self._json.parse_predict(body)))
         if kind == "classify" or kind == "regress":
-            return self._classify_or_regress(call, body)
+            return self._classify_or_regress(ctx, call, body)
         if not call.model_name:
             raise invalid_argument("Missing model name in request.")
         if kind == "status":
             # A label does not narrow the status (TF Serving ignores it); a version does.
-            return rest_metadata.status_json(self.core.model_status(call.model_name, call.version)), ""
-        with self.core.handle(call.model_name, call.version, call.label) as servable:
-            return rest_metadata.metadata_json(call.model_name, servable.version, servable.signatures), ""
+            return rest_metadata.status_json(self.service.model_status(ctx, call.model_name, call.version))
+        metadata = self.service.model_metadata(ctx, ModelSpec(call.model_name, call.version, call.label))
+        return rest_metadata.metadata_json(metadata.name, metadata.version, metadata.signatures)
 
-    def _predict(self, call: urls.ApiCall, request: Any, route: Route | None) -> tuple[bytes, str]:
-        result = self._run_predict(call, request, route, inline=False)
-        assert result is not None  # only an inline call declines
-        return result
+    def _predict(self, ctx: CallContext, request: PredictRequest, inline: bool) -> bytes | None:
+        result = self.service.predict(ctx, request, inline=inline)
+        if result is None:
+            return None
+        inputs = request.inputs
+        assert isinstance(inputs, JsonInputs)
+        return self._json.encode_predict(result.outputs, inputs.row_format)
 
-    def _run_predict(
-        self, call: urls.ApiCall, request: Any, route: Route | None, inline: bool
-    ) -> tuple[bytes, str] | None:
-        """Resolve the model, run TensorFlow, encode. `inline`: on the event loop, where it declines
-        (returns None) unless the route's history allows this very servable (`inline.py`)."""
-        requested = request.signature_name
-        signame = requested or DEFAULT_SIGNATURE
-        with self.core.handle(call.model_name, call.version, call.label) as servable:
-            if inline and not self.inline.allows(route, servable):  # type: ignore[arg-type]
-                return None
-            sig = servable.signatures.get(signame)
-            if sig is None:
-                raise invalid_argument(f'Serving signature name: "{signame}" not found in signature def')
-            if not sig.inputs:
-                raise invalid_argument(f"Failed to get input map for signature: {requested or 'DEFAULT'}")
-            inputs, row_format = request.to_inputs({k: v.dtype for k, v in sig.inputs.items()})
-            # On the loop, the deadline is checked when the step returns (`_small_predict`).
-            outputs, runtime = self.inline.predict(
-                route, servable, inputs, signature_name=signame, timeout=self.timeout, inline=inline
-            )
-            self.metrics.observe_runtime(
-                model_name=call.model_name, api="predict", signature=signame, latency_seconds=runtime
-            )
-        return self._json.encode_predict(outputs, row_format), signame
+    def _pool_predict(self, ctx: CallContext, request: PredictRequest) -> bytes:
+        out = self._predict(ctx, request, False)
+        assert out is not None  # only a call on the loop declines
+        return out
 
-    def _classify_or_regress(self, call: urls.ApiCall, body: bytes) -> tuple[bytes, str]:
+    def _classify_or_regress(self, ctx: CallContext, call: urls.ApiCall, body: bytes) -> bytes:
         request = self._json.parse_examples(body, call.kind)
-        signame = request.signature_name or DEFAULT_SIGNATURE
-        with self.core.handle(call.model_name, call.version, call.label) as servable:
-            self.metrics.observe_examples(
-                model_name=call.model_name, count=self._example.num_examples(request.input)
-            )
-            started = time.perf_counter()
-            if call.kind == "classify":
-                result = servable.classify(request.input, signature_name=signame, timeout=self.timeout)
-            else:
-                result = servable.regress(request.input, signature_name=signame, timeout=self.timeout)
-            self.metrics.observe_runtime(
-                model_name=call.model_name,
-                api=call.kind,
-                signature=signame,
-                latency_seconds=time.perf_counter() - started,
-            )
+        spec = ModelSpec(call.model_name, call.version, call.label, request.signature_name)
         if call.kind == "classify":
-            return self._json.encode_classify(result), signame
-        return self._json.encode_regress(result), signame
+            result, _ = self.service.classify(ctx, spec, request.input)
+            return self._json.encode_classify(result)
+        regression, _ = self.service.regress(ctx, spec, request.input)
+        return self._json.encode_regress(regression)
 
     # -- exact-path handlers ---------------------------------------------------------------------
 
@@ -379,39 +339,10 @@ class RestApp:
             await _respond(send, 503, b'{"status": "shutting down"}', (_JSON,))
             return
         loop = asyncio.get_running_loop()
-        ready, detail = await loop.run_in_executor(self.executor, self._readiness)
-        if ready:
-            await _respond(send, 200, orjson.dumps({"status": "ready", "models": detail}), (_JSON,))
-        else:
-            body = orjson.dumps({"status": "not ready", "models": detail})
-            await _respond(send, 503, body, (_JSON,))
-
-    def _readiness(self) -> tuple[bool, dict[str, str]]:
-        """Whether every configured model has an AVAILABLE version, and each model's best state."""
-        detail: dict[str, str] = {}
-        names = list(self.model_names()) if self.model_names is not None else []
-        for name in names:
-            try:
-                states = [s.state for s in self.core.model_status(name).model_version_status]
-            except SigserveError as e:
-                detail[name] = f"NOT_FOUND: {e.message}"
-                continue
-            detail[name] = _best_state(states)
-        ready = bool(self.core.ready())
-        if not names:
-            return ready, detail
-        return ready and all(s == "AVAILABLE" for s in detail.values()), detail
-
-
-def _best_state(states: Sequence[int]) -> str:
-    from sigserve.protos import get_model_status_pb2
-
-    enum = get_model_status_pb2.ModelVersionStatus.State
-    if not states:
-        return "START"
-    if enum.Value("AVAILABLE") in states:
-        return "AVAILABLE"
-    return str(enum.Name(max(states, key=lambda s: (s != enum.Value("END"), s))))
+        readiness = await loop.run_in_executor(self.executor, self.service.readiness)
+        status = "ready" if readiness.ready else "not ready"
+        body = orjson.dumps({"status": status, "models": readiness.models})
+        await _respond(send, 200 if readiness.ready else 503, body, (_JSON,))
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]]) -> None:
@@ -426,16 +357,8 @@ async def _respond(send: Send, status: int, body: bytes, headers: Sequence[tuple
 
 
 def create_app(
-    core: Any,
-    options: ServerOptions,
-    metrics: Metrics,
-    *,
-    metrics_path: str | None = DEFAULT_METRICS_PATH,
-    model_names: Callable[[], Sequence[str]] | None = None,
+    service: PredictionService, options: ServerOptions, *, metrics_path: str | None = DEFAULT_METRICS_PATH
 ) -> RestApp:
-    """The REST front end for `core` (a `sigserve.manager.ServerCore`), as an ASGI application.
-
-    `metrics_path` is where the Prometheus page is served (None disables it); `model_names` lists the
-    configured models for `/readyz`'s report.
-    """
-    return RestApp(core, options, metrics, metrics_path=metrics_path, model_names=model_names)
+    """The REST front end of `service`, as an ASGI application. `metrics_path` is where the Prometheus
+    page is served (None disables it)."""
+    return RestApp(service, options, metrics_path=metrics_path)

@@ -21,11 +21,18 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from sigserve import batching
+from sigserve.batching import BatchScheduler
 from sigserve.errors import Code, SigserveError, invalid_argument
+from sigserve.interfaces import RunnerWrapper, Servable
+from sigserve.manager import LoadRequest, ServerCore
+from sigserve.protos.model_server_config_pb2 import ModelServerConfig
 from sigserve.server.gcfreeze import GcFreezer
-from sigserve.server.metrics import Metrics
 from sigserve.server.options import ServerOptions
 from sigserve.server.rest import DEFAULT_METRICS_PATH, RestApp, create_app
+from sigserve.service import Metrics, PredictionService
 
 logger = logging.getLogger("sigserve.serve")
 
@@ -102,17 +109,11 @@ def validate(options: ServerOptions) -> None:
         )
 
 
-def make_batch_scheduler(options: ServerOptions, registry: Any = None) -> Any:
+def make_batch_scheduler(
+    options: ServerOptions, registry: CollectorRegistry | None = None
+) -> BatchScheduler | None:
     if not options.enable_batching:
         return None
-    try:
-        from sigserve import batching
-    except ImportError as e:
-        raise SigserveError(
-            Code.UNIMPLEMENTED,
-            f"--enable_batching was given but the batching package is not available ({e}). "
-            "Run without --enable_batching.",
-        ) from None
     text = ""
     if options.batching_parameters_file:
         text = _read_text(options.batching_parameters_file, "--batching_parameters_file")
@@ -120,16 +121,28 @@ def make_batch_scheduler(options: ServerOptions, registry: Any = None) -> Any:
     return batching.BatchScheduler(params, registry=registry)
 
 
-def make_loader(options: ServerOptions, scheduler: Any) -> Callable[[Any], Any]:
-    """The manager's loader: `runtime.load` with the session flags, wrapped for batching if on."""
+def make_loader(
+    options: ServerOptions, scheduler: BatchScheduler | None
+) -> Callable[[LoadRequest], Servable]:
+    """The manager's loader: `runtime.load` with the session flags, its runner batched if batching is on."""
     tags = tuple(t.strip() for t in options.saved_model_tags.split(",") if t.strip())
     intra = options.tensorflow_intra_op_parallelism or options.tensorflow_session_parallelism
     inter = options.tensorflow_inter_op_parallelism or options.tensorflow_session_parallelism
 
-    def load(request: Any) -> Any:
+    def load(request: LoadRequest) -> Servable:
         from sigserve import runtime
 
-        servable = runtime.load(
+        wrapper: RunnerWrapper | None = None
+        if scheduler is not None:
+            if options.enable_per_model_batching_parameters:
+                # TF Serving's rule: with per-model parameters, a version without
+                # batching_params.pbtxt is served unbatched.
+                per_model = batching.per_model_params(request.path)
+                if per_model is not None:
+                    wrapper = scheduler.wrapper(per_model)
+            else:
+                wrapper = scheduler.wrapper()
+        return runtime.load(
             request.path,
             tags,
             intra_op_parallelism=intra,
@@ -137,29 +150,15 @@ def make_loader(options: ServerOptions, scheduler: Any) -> Callable[[Any], Any]:
             method_name_check=options.enable_signature_method_name_check,
             name=request.name,
             version=request.version,
+            runner_wrapper=wrapper,
         )
-        if scheduler is not None:
-            if options.enable_per_model_batching_parameters:
-                # TF Serving's rule: with per-model parameters, a version without
-                # batching_params.pbtxt is served unbatched.
-                from sigserve import batching
-
-                per_model = batching.per_model_params(request.path)
-                if per_model is not None:
-                    scheduler.wrap(servable, params=per_model)
-            else:
-                scheduler.wrap(servable)
-        return servable
 
     return load
 
 
-def make_core(options: ServerOptions, config: Any, loader: Callable[[Any], Any]) -> Any:
-    try:
-        from sigserve.manager import ServerCore
-    except ImportError as e:
-        raise SigserveError(Code.UNIMPLEMENTED, f"the model manager is not available ({e})") from None
-
+def make_core(
+    options: ServerOptions, config: ModelServerConfig, loader: Callable[[LoadRequest], Servable]
+) -> ServerCore:
     return ServerCore(
         config,
         loader=loader,
@@ -301,14 +300,8 @@ async def serve_async(
         return 1
 
     holder: dict[str, Any] = {"config": config}
-    app = create_app(
-        core,
-        options,
-        metrics,
-        metrics_path=path,
-        # The manager's list, not the start-up config: a gRPC reload or a config-file poll changes it.
-        model_names=core.model_names,
-    )
+    service = PredictionService(core, metrics)
+    app = create_app(service, options, metrics_path=path)
     grpc_server: Any = None
     poller: asyncio.Task[None] | None = None
     freezer: GcFreezer | None = None
@@ -329,22 +322,17 @@ async def serve_async(
             )
             await rest.start()
         if options.port != 0 or options.grpc_socket_path:
-            try:
-                from sigserve.server import grpc_server as grpc_module
-            except ImportError as e:
-                raise SigserveError(
-                    Code.UNIMPLEMENTED,
-                    f"the gRPC front end is not available ({e}); run with --port=0 for REST only",
-                ) from None
-            grpc_server = grpc_module.create_server(core, options, metrics)
+            from sigserve.server import grpc_server as grpc_module
+
+            grpc_server = grpc_module.create_server(service, options)
             await grpc_server.start()
         if rest is not None:
             host = options.rest_api_host
             _say(f"sigserve: REST API listening on {host}:{options.rest_api_port}; loading models ...")
 
         # Load the models while the listeners answer /healthz; a failure here is a start-up failure.
-        starting = loop.run_in_executor(None, core.start, True)
-        stopped = asyncio.ensure_future(stop.wait())
+        starting: asyncio.Future[None] = loop.run_in_executor(None, core.start, True)
+        stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         done, _ = await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if starting in done:
             starting.result()  # raises the load error

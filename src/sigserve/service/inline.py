@@ -17,11 +17,12 @@ inter-op pool and back. With wrk (3 interleaved rounds, medians) that took serve
 / 311 to 234 / 175 / 174 µs/request at concurrency 1 / 8 / 64, and req/s at concurrency 64 from 3,819
 to 5,737.
 
-The gRPC front end (grpc.aio on the same loop) keeps its own `InlinePolicy` for Predict: a small
-request on a qualifying route runs on the loop the same way, its deadline checked when the step
-returns. The price, in both front ends: a step of a route that was fast until now cannot be
-cancelled at the deadline, only answered 504 / DEADLINE_EXCEEDED after it (a call without a fast
-history runs in the pool with TensorFlow's deadline, which cancels the step, as TF Serving does).
+One `InlinePolicy` belongs to the `PredictionService` (`service/prediction.py`) that every front end
+calls: a small request on a qualifying route runs on the loop the same way whichever protocol carried
+it, its deadline checked when the step returns. The price, in every front end: a step of a route
+that was fast until now cannot be cancelled at the deadline, only answered 504 / DEADLINE_EXCEEDED
+after it (a call without a fast history runs in the pool with TensorFlow's deadline, which cancels
+the step, as TF Serving does).
 
 A call on the loop stalls every other connection while it runs, so only calls known to be short go
 there. A *route* (model, version or label, signature) runs inline when:
@@ -29,8 +30,8 @@ there. A *route* (model, version or label, signature) runs inline when:
 * it has a history on the same Servable object: the fastest of its last `WINDOW` pool calls took
   under `max_runtime` (150 µs: about what the hop costs here, 50-200 µs of CPU a request, so the
   pool could not win back more than it costs). A new version starts again in the pool;
-* the Servable's runner is the runtime's own session call: a batching runner waits for a batch that
-  other requests, read by this same loop, would have to fill;
+* the Servable runs its steps in the caller (`Servable.runs_in_caller`; not behind a batching
+  runner, which waits for a batch that other requests, read by this same loop, would have to fill);
 * the caller also requires a small request (`max_body`; over REST, not gzipped) and a timeout no
   tighter than `min_timeout`: a call on the loop cannot be abandoned, only answered 504 /
   DEADLINE_EXCEEDED once it returns.
@@ -44,25 +45,21 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from sigserve.interfaces import Servable
 
 Route = tuple[str, "int | None", "str | None", str]
 
 WINDOW = 16
 _MAX_ROUTES = 1024
-# The runtime module whose bound `Session.run` a Servable starts with as its runner.
-_SESSION_MODULE = "sigserve.runtime.session"
-
-
-def runs_in_caller(servable: Any) -> bool:
-    """Whether `servable.runner` is the runtime's session call itself (no batching queue)."""
-    return getattr(servable.runner, "__module__", None) == _SESSION_MODULE
 
 
 class _History:
     __slots__ = ("inline", "samples", "servable")
 
-    def __init__(self, servable: Any) -> None:
+    def __init__(self, servable: Servable) -> None:
         self.servable = weakref.ref(servable)
         self.inline = False
         self.samples: list[float] = []
@@ -96,7 +93,7 @@ class InlinePolicy:
         history = self._routes.get(route)
         return history is not None and history.inline
 
-    def allows(self, route: Route, servable: Any) -> bool:
+    def allows(self, route: Route, servable: Servable) -> bool:
         """The decision proper, once the handle has resolved the servable."""
         history = self._routes.get(route)
         return history is not None and history.inline and history.servable() is servable
@@ -104,11 +101,11 @@ class InlinePolicy:
     def predict(
         self,
         route: Route | None,
-        servable: Any,
-        inputs: Any,
+        servable: Servable,
+        inputs: Mapping[str, Any],
         *,
         signature_name: str,
-        output_filter: Any = None,
+        output_filter: Sequence[str] | None = None,
         timeout: float | None,
         inline: bool,
     ) -> tuple[dict[str, Any], float]:
@@ -129,7 +126,7 @@ class InlinePolicy:
             self.record(route, servable, seconds, inline)
         return outputs, seconds
 
-    def record(self, route: Route, servable: Any, seconds: float, inline: bool) -> None:
+    def record(self, route: Route, servable: Servable, seconds: float, inline: bool) -> None:
         """One completed TensorFlow call on `route` that took `seconds` (wall time), on the loop
         (`inline`) or in the pool."""
         history = self._routes.get(route)
@@ -155,7 +152,7 @@ class InlinePolicy:
         else:
             # The fastest: pool timings include waiting for the GIL behind the other pool threads
             # and TensorFlow's deadline path, so the quickest of them is the fair estimate.
-            self._switch(history, ordered[0] < self.max_runtime and runs_in_caller(servable))
+            self._switch(history, ordered[0] < self.max_runtime and servable.runs_in_caller)
 
     @staticmethod
     def _switch(history: _History, inline: bool) -> None:

@@ -1,0 +1,141 @@
+"""What a front end hands the prediction service, whichever protocol it speaks: the ModelSpec, the call's
+context (deadline, metadata, what to count it as) and the decoded request.
+
+A request's tensors are decoded only once the servable is resolved (`Inputs.decode`), because REST's
+JSON and V2's datatypes need the signature's dtypes to decode at all, and TF Serving checks the
+signature before it parses a single tensor; a front end passes a small adapter that knows its wire
+format, and the service calls it inside the handle.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from sigserve.errors import Code, SigserveError
+from sigserve.interfaces import Servable
+from sigserve.protos import meta_graph_pb2
+
+DEFAULT_SIGNATURE = "serving_default"
+_NO_METADATA: Mapping[str, str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    """Which model, which version (a number, a label, or the latest), which signature ("" is
+    `serving_default`): TF Serving's ModelSpec, as every protocol names it."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+    signature_name: str = ""
+
+    @property
+    def signature(self) -> str:
+        return self.signature_name or DEFAULT_SIGNATURE
+
+
+class CallContext:
+    """One API call as the service sees it: how to count it, how long it may take, what came with it.
+
+    `entrypoint` and `api` are the request metrics' labels (`REST`/`predict`, `GRPC`/`Predict`, ...);
+    `timeout` is the seconds the call may take from `started` (None: no deadline); `metadata` holds
+    the request's headers or gRPC metadata, lower-case names. The service fills `model_name` and
+    `signature` as it resolves them, so a failure is counted under what was known by then.
+    `deadline_message` is the protocol's text for a missed deadline (TF Serving's REST and gRPC texts
+    differ).
+    """
+
+    __slots__ = (
+        "api",
+        "deadline_message",
+        "entrypoint",
+        "metadata",
+        "model_name",
+        "signature",
+        "started",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        entrypoint: str,
+        api: str,
+        timeout: float | None = None,
+        *,
+        model_name: str = "",
+        metadata: Mapping[str, str] = _NO_METADATA,
+        started: float | None = None,
+        deadline_message: str = "Deadline Exceeded",
+    ) -> None:
+        self.entrypoint = entrypoint
+        self.api = api
+        self.timeout = timeout
+        self.model_name = model_name
+        self.signature = ""
+        self.metadata = metadata
+        self.started = time.perf_counter() if started is None else started
+        self.deadline_message = deadline_message
+
+    def overdue(self) -> bool:
+        return self.timeout is not None and time.perf_counter() - self.started > self.timeout
+
+    def deadline_exceeded(self) -> SigserveError:
+        return SigserveError(Code.DEADLINE_EXCEEDED, self.deadline_message)
+
+
+class Inputs(Protocol):
+    """A Predict request's tensors in their wire form, decoded against the resolved servable.
+
+    `decode` raises the protocol's own errors (a REST body naming a signature the model lacks gets
+    TF Serving's REST text, a gRPC one its gRPC text) and returns tensors keyed by input alias."""
+
+    def decode(self, servable: Servable, signature_name: str) -> Mapping[str, np.ndarray]: ...
+
+
+class Tensors:
+    """`Inputs` that are already numpy arrays (in-process hosts such as Ray Serve, tests)."""
+
+    __slots__ = ("tensors",)
+
+    def __init__(self, tensors: Mapping[str, np.ndarray]) -> None:
+        self.tensors = tensors
+
+    def decode(self, servable: Servable, signature_name: str) -> Mapping[str, np.ndarray]:
+        return self.tensors
+
+
+@dataclass(slots=True)
+class PredictRequest:
+    spec: ModelSpec
+    inputs: Inputs
+    output_filter: Sequence[str] | None = None
+
+
+@dataclass(slots=True)
+class PredictResult:
+    """Outputs by alias, and what served them (TF Serving echoes both in the response's ModelSpec)."""
+
+    outputs: dict[str, np.ndarray]
+    version: int
+    signature_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    name: str
+    version: int
+    signatures: Mapping[str, meta_graph_pb2.SignatureDef]
+
+
+@dataclass(frozen=True, slots=True)
+class Readiness:
+    """`ready`: start-up has settled and every configured model has an AVAILABLE version; `models`:
+    each configured model's best state (`AVAILABLE`, `LOADING`, ... or `NOT_FOUND: <why>`)."""
+
+    ready: bool
+    models: dict[str, str]

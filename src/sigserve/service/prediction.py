@@ -1,0 +1,256 @@
+"""`PredictionService`: TF Serving's prediction and model APIs, once, for every front end.
+
+TF Serving's REST handler calls the same Predict / Classify / Regress implementations as its gRPC
+service; sigserve does the same, and V2 and hosts such as Ray Serve are more callers of this one
+class. Each front end only decodes its wire format into a `ModelSpec` and an `Inputs` adapter,
+calls a method here inside `call()`, and encodes the result. Everything that must behave the same
+whichever protocol carried a request is here and nowhere else:
+
+* resolving a ModelSpec to a loaded Servable (the manager's handle, held for the call);
+* the short path: whether a small Predict runs on the event loop, its step in the loop's thread, or
+  in the front end's pool (`inline.py`), and the deadline check such a call gets when it returns;
+* the request metrics (`request_count`, `request_latency`), the runtime metric and the example
+  counts, under TF Serving's names and labels;
+* readiness: which configured models have an AVAILABLE version.
+
+Signature lookup for execution is the Servable's (`get_signature`, inside `Servable.predict`); the
+decoders see the signature map only to learn dtypes, as TF Serving's REST JSON decoder does.
+
+The methods are synchronous and thread-agnostic: a front end runs them on its event loop (only
+`predict(..., inline=True)`, which declines by returning None) or in its thread pool, with its own
+mechanics for waiting; what to run where, and what the answer is, is decided here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from sigserve.errors import Code, SigserveError
+from sigserve.interfaces import ModelManager
+from sigserve.protos import (
+    classification_pb2,
+    get_model_status_pb2,
+    inference_pb2,
+    input_pb2,
+    model_pb2,
+    model_server_config_pb2,
+    regression_pb2,
+)
+from sigserve.service.calls import (
+    CallContext,
+    ModelMetadata,
+    ModelSpec,
+    PredictRequest,
+    PredictResult,
+    Readiness,
+)
+from sigserve.service.inline import InlinePolicy, Route
+from sigserve.service.metrics import Metrics
+
+logger = logging.getLogger("sigserve.service")
+
+P = TypeVar("P")
+T = TypeVar("T")
+
+
+class PredictionService:
+    """The APIs over one model manager, recorded in one `Metrics`."""
+
+    def __init__(
+        self, manager: ModelManager, metrics: Metrics, *, inline: InlinePolicy | None = None
+    ) -> None:
+        self.manager = manager
+        self.metrics = metrics
+        self.inline = inline if inline is not None else InlinePolicy()
+        # Imported here so that importing the service never needs the codec package's numpy work.
+        from sigserve.codec import example as codec_example
+
+        self._num_examples = codec_example.num_examples
+
+    # -- running a call --------------------------------------------------------------------------
+
+    def call(self, ctx: CallContext, body: Callable[[P], T | None], payload: P) -> T | None:
+        """`body(payload)` (decode, a method of this class, encode), counted in the request metrics
+        under `ctx` (request_count always, request_latency on success). A body that returns None
+        declined to run here (the short path said no) and is not counted: the pool call that
+        follows is."""
+        code = Code.OK
+        try:
+            result = body(payload)
+        except SigserveError as e:
+            code = e.code
+            raise
+        except BaseException:
+            code = Code.INTERNAL
+            raise
+        finally:
+            if code != Code.OK:
+                self.record(ctx, code)
+        if result is not None:
+            self.record(ctx, code)
+        return result
+
+    def record(self, ctx: CallContext, code: Code) -> None:
+        """Count one finished call: `call()` does it for bodies; a front end calls it directly only
+        for requests it refused before any body ran (a malformed URL, a body over the size limit)."""
+        self.metrics.observe_request(
+            model_name=ctx.model_name,
+            api=ctx.api,
+            entrypoint=ctx.entrypoint,
+            signature=ctx.signature,
+            code=code,
+            latency_seconds=time.perf_counter() - ctx.started,
+        )
+
+    def may_run_inline(self, size: int, ctx: CallContext) -> bool:
+        """Whether a Predict of `size` request bytes may try the short path at all (before it is
+        parsed): small, and a deadline no tighter than a call on the loop can honour."""
+        return size <= self.inline.max_body and self.inline.allows_timeout(ctx.timeout)
+
+    # -- PredictionService -----------------------------------------------------------------------
+
+    def predict(
+        self, ctx: CallContext, request: PredictRequest, *, inline: bool = False
+    ) -> PredictResult | None:
+        """Run a Predict. `inline`: the caller is the event loop; returns None (having done nothing
+        that matters) unless the route qualifies for the short path on this very servable, and
+        answers DEADLINE_EXCEEDED when the step, which cannot be cancelled there, overran."""
+        spec = request.spec
+        signature = spec.signature
+        ctx.model_name = spec.name
+        ctx.signature = signature
+        route: Route = (spec.name, spec.version, spec.label, signature)
+        policy = self.inline
+        if inline and not policy.likely(route):
+            return None
+        with self.manager.handle(spec.name, spec.version, spec.label) as servable:
+            if inline and not policy.allows(route, servable):
+                return None
+            inputs = request.inputs.decode(servable, signature)
+            outputs, runtime = policy.predict(
+                route,
+                servable,
+                inputs,
+                signature_name=signature,
+                output_filter=request.output_filter,
+                timeout=ctx.timeout,
+                inline=inline,
+            )
+            version = servable.version
+        del inputs
+        if inline and ctx.overdue():
+            raise ctx.deadline_exceeded()
+        self.metrics.observe_runtime(
+            model_name=spec.name, api="predict", signature=signature, latency_seconds=runtime
+        )
+        return PredictResult(outputs, version, signature)
+
+    def classify(
+        self, ctx: CallContext, spec: ModelSpec, input: input_pb2.Input
+    ) -> tuple[classification_pb2.ClassificationResult, int]:
+        """Classify: (the result, the version that served it)."""
+        return self._examples(ctx, spec, input, "classify")  # type: ignore[return-value]
+
+    def regress(
+        self, ctx: CallContext, spec: ModelSpec, input: input_pb2.Input
+    ) -> tuple[regression_pb2.RegressionResult, int]:
+        """Regress: (the result, the version that served it)."""
+        return self._examples(ctx, spec, input, "regress")  # type: ignore[return-value]
+
+    def _examples(
+        self, ctx: CallContext, spec: ModelSpec, input: input_pb2.Input, api: str
+    ) -> tuple[classification_pb2.ClassificationResult | regression_pb2.RegressionResult, int]:
+        signature = spec.signature
+        ctx.model_name = spec.name
+        ctx.signature = signature
+        with self.manager.handle(spec.name, spec.version, spec.label) as servable:
+            self.metrics.observe_examples(model_name=spec.name, count=self._num_examples(input))
+            run = servable.classify if api == "classify" else servable.regress
+            started = time.perf_counter()
+            result = run(input, signature_name=signature, timeout=ctx.timeout)
+            self.metrics.observe_runtime(
+                model_name=spec.name,
+                api=api,
+                signature=signature,
+                latency_seconds=time.perf_counter() - started,
+            )
+            return result, servable.version
+
+    def multi_inference(
+        self, ctx: CallContext, request: inference_pb2.MultiInferenceRequest
+    ) -> tuple[inference_pb2.MultiInferenceResponse, int]:
+        """MultiInference: TF Serving resolves the model from the first task (an absent one reads as
+        an empty spec, which fails); the runner then checks that every task names that same model."""
+        spec = model_spec_of(request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec())
+        ctx.model_name = spec.name
+        with self.manager.handle(spec.name, spec.version, spec.label) as servable:
+            return servable.multi_inference(request, timeout=ctx.timeout), servable.version
+
+    def model_metadata(self, ctx: CallContext, spec: ModelSpec) -> ModelMetadata:
+        """The signatures of the version a ModelSpec names."""
+        ctx.model_name = spec.name
+        with self.manager.handle(spec.name, spec.version, spec.label) as servable:
+            return ModelMetadata(spec.name, servable.version, servable.signatures)
+
+    # -- ModelService ----------------------------------------------------------------------------
+
+    def model_status(
+        self, ctx: CallContext, name: str, version: int | None = None
+    ) -> get_model_status_pb2.GetModelStatusResponse:
+        """Every version ever seen of `name` (a version narrows it; a label does not, as in TF
+        Serving's get_model_status_impl.cc)."""
+        ctx.model_name = name
+        return self.manager.model_status(name, version)
+
+    def reload_config(self, ctx: CallContext, config: model_server_config_pb2.ModelServerConfig) -> None:
+        """Serve exactly the models of `config` (HandleReloadConfigRequest): availability-preserving,
+        returns once the new models are AVAILABLE and the dropped ones out of service."""
+        self.manager.reload_config(config)
+
+    # -- health ----------------------------------------------------------------------------------
+
+    def readiness(self) -> Readiness:
+        """Whether every configured model has an AVAILABLE version, and each model's best state."""
+        detail: dict[str, str] = {}
+        names = self.manager.model_names()
+        for name in names:
+            try:
+                states = [s.state for s in self.manager.model_status(name).model_version_status]
+            except SigserveError as e:
+                detail[name] = f"NOT_FOUND: {e.message}"
+                continue
+            detail[name] = _best_state(states)
+        ready = bool(self.manager.ready())
+        return Readiness(ready and all(s == "AVAILABLE" for s in detail.values()), detail)
+
+    def model_ready(self, spec: ModelSpec) -> bool:
+        """Whether the version a ModelSpec names is loaded and serving now."""
+        try:
+            with self.manager.handle(spec.name, spec.version, spec.label):
+                return True
+        except SigserveError:
+            return False
+
+
+def model_spec_of(proto: model_pb2.ModelSpec) -> ModelSpec:
+    """A ModelSpec proto (TF Serving's) → `ModelSpec`, with ServerCore's empty-name check."""
+    if not proto.name:
+        raise SigserveError(Code.INVALID_ARGUMENT, "ModelSpec has no name specified.")
+    choice = proto.WhichOneof("version_choice")
+    if choice == "version":
+        return ModelSpec(proto.name, int(proto.version.value), None, proto.signature_name)
+    if choice == "version_label":
+        return ModelSpec(proto.name, None, proto.version_label, proto.signature_name)
+    return ModelSpec(proto.name, None, None, proto.signature_name)
+
+
+def _best_state(states: Sequence[int]) -> str:
+    enum = get_model_status_pb2.ModelVersionStatus.State
+    if not states:
+        return "START"
+    if enum.Value("AVAILABLE") in states:
+        return "AVAILABLE"
+    return str(enum.Name(max(states, key=lambda s: (s != enum.Value("END"), s))))
