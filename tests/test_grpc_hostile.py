@@ -158,9 +158,10 @@ def flood(client: RawH2, unit: bytes, *, batch: int = 1000, limit: int = 200) ->
 def test_rapid_reset(server: ServerProcess) -> None:
     def attack(client: RawH2) -> Closed:
         block = client.headers_block()
-        unit = b""
-        for sid in range(1, 20_001, 2):
-            unit += frame(F.HEADERS, F.END_HEADERS, sid, block) + frame(F.RST_STREAM, 0, sid, bytes(4))
+        unit = b"".join(
+            frame(F.HEADERS, F.END_HEADERS, sid, block) + frame(F.RST_STREAM, 0, sid, bytes(4))
+            for sid in range(1, 20_001, 2)
+        )
         return flood(client, unit, batch=1, limit=1)
 
     for closed in under_attack(server, attack):
@@ -172,9 +173,10 @@ def test_made_you_reset(server: ServerProcess) -> None:
 
     def attack(client: RawH2) -> Closed:
         block = client.headers_block()
-        unit = b""
-        for sid in range(1, 20_001, 2):
-            unit += frame(F.HEADERS, F.END_HEADERS, sid, block) + frame(F.WINDOW_UPDATE, 0, sid, bytes(4))
+        unit = b"".join(
+            frame(F.HEADERS, F.END_HEADERS, sid, block) + frame(F.WINDOW_UPDATE, 0, sid, bytes(4))
+            for sid in range(1, 20_001, 2)
+        )
         return flood(client, unit, batch=1, limit=1)
 
     for closed in under_attack(server, attack):

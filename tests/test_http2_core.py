@@ -791,3 +791,28 @@ def test_hpack_state_follows_refused_streams() -> None:
         F.frame(F.HEADERS, F.END_HEADERS, 5, bytes(encoder.encode([*REQUEST, ("x-n", "2")])))
     )
     assert isinstance(event, RequestReceived) and event.headers["x-n"] == "2"
+
+
+# -- settings ----------------------------------------------------------------------------------------
+
+
+def test_limits_from_channel_arguments() -> None:
+    limits = Limits.from_channel_arguments(
+        {
+            "grpc.max_concurrent_streams": 10,
+            "grpc.max_connection_idle_ms": 1500,
+            "grpc.server_handshake_timeout_ms": 250,
+            "grpc.http2.max_frame_size": 1,  # below the protocol's minimum: raised to it
+            "sigserve.http2.max_connection_buffer_bytes": 1 << 20,
+            "sigserve.http2.max_control_frames": -1,  # grpcio's "no limit": the default
+            "grpc.max_receive_message_length": 2**40,
+            "grpc.primary_user_agent": "ignored",
+        }
+    )
+    assert limits.max_concurrent_streams == 10
+    assert limits.idle_timeout == 1.5 and limits.handshake_timeout == 0.25
+    assert limits.max_frame_size == 16_384
+    assert limits.max_connection_buffer == 1 << 20 and limits.stream_window == 1 << 20  # clipped to it
+    assert limits.max_control_frames == Limits.max_control_frames
+    assert limits.max_receive_message == 2**31 - 1
+    assert Limits.from_channel_arguments({}) == Limits()

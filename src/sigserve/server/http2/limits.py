@@ -51,7 +51,7 @@ class Limits:
     # Streams reset by the peer, or by this side for the peer's errors or refused, per
     # `budget_interval`, beyond `max_concurrent_streams` (a client may cancel every call it has) and
     # one per call answered; past it GOAWAY(ENHANCE_YOUR_CALM).
-    max_reset_streams: int = 1000
+    max_reset_streams: int = 200
     budget_interval: float = 1.0
 
     def __post_init__(self) -> None:
