@@ -741,3 +741,55 @@ def test_sigterm_lets_an_in_flight_call_finish(fixtures_dir: pathlib.Path, tmp_p
         stubs.close()
         proc.stop()
         proc.cleanup()
+
+
+def test_calls_racing_the_sigterm_goaway_are_served_or_never_sent(
+    fixtures_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """Eight clients send 1 MB Predicts back to back while the server gets SIGTERM. The first
+    GOAWAY names the largest stream id, so every call the clients sent before they read it is
+    served; calls after it find the listener closed. None may fail with its stream removed by a
+    GOAWAY (what a GOAWAY naming only the streams already read did to calls in flight)."""
+    from tests.test_grpc_api import x_request
+
+    proc = start_server(
+        tmp_path / "models.config",
+        [("half_plus_two", fixtures_dir / "saved_model_half_plus_two_cpu", {})],
+        ["--shutdown_grace_seconds=30"],
+    )
+    stubs = tf_stubs(grpc_target(proc))
+    big = x_request(values=[[1.0]] * 250_000)
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                stubs.prediction.Predict(big, timeout=30)
+                outcomes.append("ok")
+            except grpc.RpcError as e:
+                outcomes.append(f"{e.code().name}: {e.details()}")
+                if e.code() == grpc.StatusCode.UNAVAILABLE:
+                    return
+
+    try:
+        stubs.prediction.Predict(x_request(), timeout=30)
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)
+        proc.proc.terminate()
+        for thread in threads:
+            thread.join(60)
+        stop.set()
+        assert proc.proc.wait(60) == 0, proc.output()[-3000:]
+        failures = [o for o in outcomes if o != "ok"]
+        assert outcomes.count("ok") > 8
+        assert not [
+            f for f in failures if "GOAWAY" in f or "removed" in f or not f.startswith("UNAVAILABLE")
+        ], failures
+    finally:
+        stop.set()
+        stubs.close()
+        proc.stop()
+        proc.cleanup()
