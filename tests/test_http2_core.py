@@ -11,7 +11,13 @@ import hpack
 import pytest
 
 from sigserve.server.http2 import frames as F
-from sigserve.server.http2.connection import LAST_STREAM_ID, SHUTDOWN_PING, ServerConnection
+from sigserve.server.http2.connection import (
+    LAST_STREAM_ID,
+    SHUTDOWN_PING,
+    SHUTDOWN_PING_TIMEOUT,
+    SHUTDOWN_QUIET,
+    ServerConnection,
+)
 from sigserve.server.http2.events import (
     ConnectionTerminated,
     MessageReceived,
@@ -769,14 +775,30 @@ def test_graceful_shutdown_serves_every_stream_the_client_sent_before_it_knew() 
     assert peer.conn.want_close
 
 
-def test_graceful_shutdown_goes_on_without_the_ping_ack() -> None:
+def test_a_quiet_connection_gets_the_second_goaway_soon_without_the_ping_ack() -> None:
     peer = Peer()
+    peer.clock.now += 5
     peer.conn.start_shutdown()
     peer.read()
-    peer.clock.now += 1.0
+    peer.clock.now += SHUTDOWN_QUIET
     peer.conn.expire()
     (second,) = peer.read()
-    assert second.kind == F.GOAWAY and int.from_bytes(second.payload[:4], "big") == 0
+    assert second.kind == F.GOAWAY and peer.conn.want_close
+
+
+def test_graceful_shutdown_goes_on_without_the_ping_ack() -> None:
+    peer = Peer()
+    peer.call(1)  # a stream open: wait the full time for the ACK
+    peer.conn.start_shutdown()
+    peer.read()
+    peer.clock.now += SHUTDOWN_PING_TIMEOUT - 0.1
+    peer.conn.expire()
+    assert not peer.read()  # still waiting for the ACK
+    peer.clock.now += 0.1
+    peer.conn.expire()
+    (second,) = peer.read()
+    assert second.kind == F.GOAWAY and int.from_bytes(second.payload[:4], "big") == 1
+    peer.conn.send_unary(1, b"ok")
     assert peer.conn.want_close
 
 

@@ -93,7 +93,14 @@ from sigserve.server.http2.windows import ReceiveBuffer
 
 DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED = 4, 8  # gRPC status codes the transport itself answers
 SHUTDOWN_PING = b"sigserve"  # the PING between the two GOAWAYs of a graceful shutdown
-SHUTDOWN_PING_TIMEOUT = 1.0  # seconds to wait for its ACK before the second GOAWAY
+# Seconds to wait for that PING's ACK before the second GOAWAY. The ACK is exact (it comes after
+# every frame the client sent before it read the first GOAWAY, however much DATA is queued ahead of
+# it), so this is only for clients that never answer a PING; a short timer would refuse calls still
+# queued behind large requests.
+SHUTDOWN_PING_TIMEOUT = 10.0
+# ... unless nothing at all has arrived since the first GOAWAY and no stream is open: then there is
+# nothing in flight to wait for after this long.
+SHUTDOWN_QUIET = 1.0
 RESET_MEMORY = 1024  # reset streams remembered, to tell late frames from a peer's mistakes
 LAST_STREAM_ID = MAX_WINDOW  # the first GOAWAY of a shutdown: every stream the client sent goes on
 
@@ -112,6 +119,7 @@ class ServerConnection:
         now = clock()
         self._started = now
         self._last_active = now
+        self._last_receive = now
         self._buffer = bytearray()
         self._offset = 0  # where reading resumes in _buffer after a pause
         self._preface_seen = False
@@ -204,6 +212,7 @@ class ServerConnection:
         self.paused = False
         now = self._clock()
         self._budget.roll(now)
+        self._last_receive = now
         try:
             self._receive(data, now)
         except ConnectionFailure as e:
@@ -939,7 +948,8 @@ class ServerConnection:
             self._terminate(NO_ERROR, f"header block not finished within {limits.header_timeout:g} s")
             return events
         if self._shutdown_at is not None and not self.going_away:
-            if now - self._shutdown_at >= SHUTDOWN_PING_TIMEOUT:
+            quiet = self._last_receive < self._shutdown_at and not self.streams
+            if now - self._shutdown_at >= (SHUTDOWN_QUIET if quiet else SHUTDOWN_PING_TIMEOUT):
                 self.finish_shutdown()
         for stream in [s for s in self.streams.values() if s.stall_deadline is not None]:
             if stream.stall_deadline is not None and now >= stream.stall_deadline:
