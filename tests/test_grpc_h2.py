@@ -785,9 +785,8 @@ def test_calls_racing_the_sigterm_goaway_are_served_or_never_sent(
         assert proc.proc.wait(60) == 0, proc.output()[-3000:]
         failures = [o for o in outcomes if o != "ok"]
         assert outcomes.count("ok") > 8
-        assert not [
-            f for f in failures if "GOAWAY" in f or "removed" in f or not f.startswith("UNAVAILABLE")
-        ], failures
+        wrong = [f for f in failures if "GOAWAY" in f or "removed" in f or not f.startswith("UNAVAILABLE")]
+        assert not wrong, (wrong, proc.output()[-4000:])
     finally:
         stop.set()
         stubs.close()

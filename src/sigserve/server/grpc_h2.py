@@ -509,6 +509,14 @@ class GrpcConnection(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.server.stopping:
+            logger.info(
+                "gRPC connection closed for the shutdown: last stream %d, %d refused",
+                self.conn.last_stream_id,
+                self.conn.refused,
+            )
         if self.conn.terminated:
             self._close_soon()
         elif self.transport is not None:

@@ -132,6 +132,7 @@ class ServerConnection:
         # start unbounded work ("rapid reset"). Counted here, not by the application, because the
         # frames after a reset in the same read are judged before the application sees the event.
         self.orphans = 0
+        self.refused = 0  # streams refused (over the limit, or after the last GOAWAY)
         self._unsettled = 0  # StreamReset events of this read, not yet seen by the application
         # Reading stopped before a new stream, for the application to settle the resets before it
         # (call `receive_data(b"")` again).
@@ -416,6 +417,7 @@ class ServerConnection:
         if self.going_away or len(self.streams) + self.orphans >= self.limits.max_concurrent_streams:
             decoder.discard(block)
             self._out.append(rst_stream(stream_id, REFUSED_STREAM))
+            self.refused += 1
             self._remember_reset(stream_id, RESET_SENT)
             self._budget.reset_stream()
             return
