@@ -155,31 +155,28 @@ def flood(client: RawH2, unit: bytes, *, batch: int = 1000, limit: int = 200) ->
     return read_until_closed(client)
 
 
-def test_rapid_reset(server: ServerProcess) -> None:
+def reset_burst(second: int, payload: bytes) -> Callable[[RawH2], Closed]:
+    """10,000 streams, each opened and at once followed by a `second` frame that ends it."""
+
     def attack(client: RawH2) -> Closed:
         block = client.headers_block()
         unit = b"".join(
-            frame(F.HEADERS, F.END_HEADERS, sid, block) + frame(F.RST_STREAM, 0, sid, bytes(4))
+            frame(F.HEADERS, F.END_HEADERS, sid, block) + frame(second, 0, sid, payload)
             for sid in range(1, 20_001, 2)
         )
         return flood(client, unit, batch=1, limit=1)
 
-    for closed in under_attack(server, attack):
+    return attack
+
+
+def test_rapid_reset(server: ServerProcess) -> None:
+    for closed in under_attack(server, reset_burst(F.RST_STREAM, bytes(4))):
         assert closed.goaway == F.ENHANCE_YOUR_CALM and b"reset streams" in closed.debug, closed
 
 
 def test_made_you_reset(server: ServerProcess) -> None:
     """CVE-2025-8671: frames that make the server reset the streams (a zero window increment)."""
-
-    def attack(client: RawH2) -> Closed:
-        block = client.headers_block()
-        unit = b"".join(
-            frame(F.HEADERS, F.END_HEADERS, sid, block) + frame(F.WINDOW_UPDATE, 0, sid, bytes(4))
-            for sid in range(1, 20_001, 2)
-        )
-        return flood(client, unit, batch=1, limit=1)
-
-    for closed in under_attack(server, attack):
+    for closed in under_attack(server, reset_burst(F.WINDOW_UPDATE, bytes(4))):
         assert closed.goaway == F.ENHANCE_YOUR_CALM and b"reset streams" in closed.debug, closed
         assert set(closed.resets.values()) == {F.PROTOCOL_ERROR}
 

@@ -18,6 +18,7 @@ time; v1 and v1alpha messages have the same fields, so one servicer answers both
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import AsyncIterator, Iterable
 
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -78,6 +79,18 @@ _SERVICE_FILES = {
         ],
     ),
 }
+
+
+# The files that declare the services' messages; their imports come with them.
+_MESSAGE_FILES = (
+    "classification",
+    "get_model_metadata",
+    "get_model_status",
+    "inference",
+    "model_management",
+    "predict",
+    "regression",
+)
 
 
 def wire_file_name(name: str) -> str:
@@ -157,27 +170,10 @@ def wire_pool() -> descriptor_pool.DescriptorPool:
     from grpc_health.v1 import health_pb2
     from grpc_reflection.v1alpha import reflection_pb2
 
-    from sigserve.protos import (
-        classification_pb2,
-        get_model_metadata_pb2,
-        get_model_status_pb2,
-        inference_pb2,
-        model_management_pb2,
-        predict_pb2,
-        regression_pb2,
-    )
-
     pool = descriptor_pool.DescriptorPool()
     added: set[str] = set()
-    for module in (
-        classification_pb2,
-        get_model_metadata_pb2,
-        get_model_status_pb2,
-        inference_pb2,
-        model_management_pb2,
-        predict_pb2,
-        regression_pb2,
-    ):
+    for name in _MESSAGE_FILES:
+        module = importlib.import_module(f"sigserve.protos.{name}_pb2")
         _add_with_dependencies(pool, module.DESCRIPTOR, added, rename=True)
     for service in _SERVICE_FILES:
         pool.Add(_service_file(service))
