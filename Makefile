@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Packages that must import without TensorFlow, and the layers above the runtime: all type-checked.
 TF_FREE := src/sigserve/errors.py src/sigserve/interfaces.py src/sigserve/cpus.py src/sigserve/saved_model \
-	src/sigserve/codec src/sigserve/client
-TYPED := $(TF_FREE) src/sigserve/service src/sigserve/manager src/sigserve/batching src/sigserve/server
+	src/sigserve/codec src/sigserve/client src/sigserve/storage src/sigserve/requestlog
+TYPED := $(TF_FREE) src/sigserve/service src/sigserve/manager src/sigserve/batching src/sigserve/server \
+	src/sigserve/integrations
 
 .PHONY: venv test lint typecheck demo protos bench clean
 

@@ -13,8 +13,9 @@ import pytest
 
 from sigserve.client import Client, ModelMetadata, RestClient
 from sigserve.errors import Code, SigserveError
+from tests.cli import sigserve
 from tests.grpc_servers import fixture_models, grpc_target, start_server
-from tests.test_serve_process import PYTHON, ROOT, ServerProcess
+from tests.test_serve_process import ServerProcess
 
 TWO_VERSIONS = "saved_model_half_plus_two_2_versions"
 
@@ -116,6 +117,69 @@ def test_predict_output_filter(client: Any) -> None:
 def test_predict_python_lists_and_str_inputs(grpc_client: Client) -> None:
     out = grpc_client.predict("tf1", {"a": np.float32([1.0]), "b": [3]}, signature_name="multi")
     assert out["label_bytes"].tolist() == [b"v3"]
+
+
+def test_predict_casts_lists_and_arrays_to_the_signature_dtype(client: Any) -> None:
+    """`[[1.0]]`, float64 and int64 arrays for a DT_FLOAT input: what RestClient, `sigserve predict` and
+    the REST API accept, the gRPC Client accepts too (it used to send them as DT_DOUBLE/DT_INT64)."""
+    for value in ([[1.0]], np.array([[1.0]]), np.array([[1]]), [[1]], np.array([[1.0]], np.float16)):
+        out = client.predict("half_plus_two", {"x": value})
+        assert out["y"].dtype == np.float32
+        np.testing.assert_array_equal(out["y"], np.float32([[2.5]]))
+    out = client.predict("tf1", {"a": [0.5], "b": np.int32([3])}, signature_name="multi")
+    assert out["label_bytes"].tolist() == [b"v3"]
+
+
+def test_grpc_predict_never_truncates_floats_to_ints(grpc_client: Client) -> None:
+    error = raises(grpc_client.predict, "tf1", {"a": [0.5], "b": [1.5]}, signature_name="multi")
+    assert error.code == Code.INVALID_ARGUMENT
+    assert "double" in error.message
+
+
+def test_grpc_predict_sends_tensor_protos_as_given(grpc_client: Client) -> None:
+    from sigserve.codec import tensor
+
+    out = grpc_client.predict("half_plus_two", {"x": tensor.from_ndarray(np.float32([[1.0]]))})
+    np.testing.assert_array_equal(out["y"], np.float32([[2.5]]))
+    error = raises(grpc_client.predict, "half_plus_two", {"x": tensor.from_ndarray(np.float64([[1.0]]))})
+    assert (error.code, error.message) == (
+        Code.INVALID_ARGUMENT,
+        "Expects arg[0] to be float but double is provided",
+    )
+    tf = pytest.importorskip("tensorflow")
+    out = grpc_client.predict("half_plus_two", {"x": tf.make_tensor_proto(np.float32([[3.0]]))})
+    np.testing.assert_array_equal(out["y"], np.float32([[3.5]]))
+
+
+def test_grpc_client_reads_metadata_once_per_model(server: ServerProcess) -> None:
+    with Client(grpc_target(server), timeout=60) as c:
+        calls: list[tuple[Any, ...]] = []
+        real = c.metadata
+        c.metadata = lambda *a, **k: (calls.append(a), real(*a, **k))[1]  # type: ignore[method-assign]
+        for _ in range(3):
+            c.predict("half_plus_two", {"x": [[1.0]]})
+        c.predict("half_plus_two", {"x": [[1.0]]}, version=123)
+        assert [a[:3] for a in calls] == [("half_plus_two", None, None), ("half_plus_two", 123, None)]
+
+
+def test_rest_client_takes_host_port_without_a_scheme(server: ServerProcess) -> None:
+    with RestClient(f"127.0.0.1:{server.rest_port}", timeout=60) as c:
+        assert c.base_url == f"http://127.0.0.1:{server.rest_port}"
+        np.testing.assert_array_equal(c.predict("half_plus_two", {"x": [[1.0]]})["y"], np.float32([[2.5]]))
+
+
+def test_wrong_protocol_for_the_port_says_which_to_use(server: ServerProcess) -> None:
+    rest_target = f"127.0.0.1:{server.rest_port}"
+    with Client(rest_target, timeout=30) as c:
+        error = raises(c.predict, "half_plus_two", {"x": [[1.0]]})
+    assert error.code == Code.UNAVAILABLE
+    assert error.message.startswith(f"{rest_target} answers HTTP/1.x, not gRPC: is it the REST port?")
+    with RestClient(grpc_target(server), timeout=30) as r:
+        error = raises(r.predict, "half_plus_two", {"x": [[1.0]]})
+    assert error.code == Code.UNAVAILABLE
+    assert error.message.startswith(
+        f"http://{grpc_target(server)} did not answer HTTP/1.1: is it the gRPC port?"
+    )
 
 
 @pytest.mark.parametrize(
@@ -291,22 +355,20 @@ def test_unreachable_server_is_unavailable() -> None:
 
     port = free_port()
     with Client(f"127.0.0.1:{port}", timeout=5) as c:
-        assert raises(c.status, "m").code == Code.UNAVAILABLE
+        error = raises(c.status, "m")
+        assert error.code == Code.UNAVAILABLE
+        assert error.message.startswith(f"nothing listens on 127.0.0.1:{port}: is the server running")
     with RestClient(f"http://127.0.0.1:{port}", timeout=5) as r:
-        assert raises(r.status, "m").code == Code.UNAVAILABLE
+        error = raises(r.status, "m")
+        assert error.code == Code.UNAVAILABLE
+        assert error.message.startswith(f"nothing answers at http://127.0.0.1:{port}: is the server running")
 
 
 # -- sigserve predict ------------------------------------------------------------------------------
 
 
 def sigserve_predict(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PYTHON, "-m", "sigserve.cli", "predict", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=str(ROOT),
-    )
+    return sigserve("predict", *args)
 
 
 @pytest.mark.parametrize("rest", [False, True])
@@ -341,3 +403,43 @@ def test_sigserve_predict_error_is_one_line(server: ServerProcess) -> None:
     proc = sigserve_predict("--server", grpc_target(server), "--model", "m", "--input", "x")
     assert proc.returncode == 1
     assert "--input must be ALIAS=VALUE" in proc.stderr
+
+
+def test_sigserve_predict_names_an_unknown_input_and_the_expected_ones(server: ServerProcess) -> None:
+    for rest in (False, True):
+        target = f"127.0.0.1:{server.rest_port}" if rest else grpc_target(server)
+        proc = sigserve_predict(
+            "--server",
+            target,
+            "--model",
+            "half_plus_two",
+            "--input",
+            "z=[[1.0]]",
+            *(["--rest"] if rest else []),
+        )
+        assert proc.returncode == 1
+        assert proc.stderr == (
+            "sigserve predict: error: --input z: signature 'serving_default' of half_plus_two has no input "
+            "'z'; its inputs are: x (DT_FLOAT (-1, 1))\n"
+        )
+    proc = sigserve_predict(
+        "--server",
+        grpc_target(server),
+        "--model",
+        "half_plus_two",
+        "--signature_name",
+        "nope",
+        "--input",
+        "x=1",
+    )
+    assert proc.returncode == 1
+    assert "has no signature 'nope'; choose one with --signature_name: classify_x_to_y," in proc.stderr
+
+
+def test_sigserve_predict_on_the_rest_port_without_rest_suggests_it(server: ServerProcess) -> None:
+    proc = sigserve_predict(
+        "--server", f"127.0.0.1:{server.rest_port}", "--model", "half_plus_two", "--input", "x=1"
+    )
+    assert proc.returncode == 1
+    assert "is it the REST port?" in proc.stderr and "`sigserve predict --rest`" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1

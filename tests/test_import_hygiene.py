@@ -21,10 +21,14 @@ TF_FREE = [
     "sigserve.manager",
     "sigserve.batching",
     "sigserve.service",
+    "sigserve.storage",
     # The front ends reach TensorFlow only through the servables the manager loads.
     "sigserve.server.rest",
     "sigserve.server.grpc_server",
     "sigserve.server.serve",
+    "sigserve.requestlog",
+    "sigserve.requestlog.calls",
+    "sigserve.requestlog.sinks",
     "sigserve",
 ]
 SAVED_MODEL_SUBMODULES = [

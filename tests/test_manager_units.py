@@ -5,21 +5,26 @@ TFRecord reader that carries warmup requests (tfserving-api.md §1.5, §4)."""
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pathlib
 import struct
 import subprocess
 import sys
+import threading
 import zlib
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sigserve.errors import Code, SigserveError
-from sigserve.manager import config, labels, policy, source, tfrecord
+from sigserve.manager import ManualClock, config, labels, policy, source, tfrecord
+from sigserve.manager.core import _Version
 from sigserve.manager.lifecycle import ServableState, StateMonitor
 from sigserve.manager.policy import Action, VersionSnapshot
+from sigserve.manager.states import TRANSITIONS, IllegalTransition, check_transition, is_legal
 from sigserve.protos import model_server_config_pb2
 
 S = ServableState
@@ -104,10 +109,15 @@ def test_uris() -> None:
         _config('name: "m" base_path: "file:///models/m" model_platform: "tensorflow"')
     )
     assert config.local_path(model.base_path) == "/models/m"
-    remote = error_of(
-        config.model_configs, _config('name: "m" base_path: "gs://bucket/m" model_platform: "tensorflow"')
+    (remote,) = config.model_configs(
+        _config('name: "m" base_path: "gs://bucket/m" model_platform: "tensorflow"')
     )
-    assert remote.code == Code.UNIMPLEMENTED and "gs://bucket/m" in remote.message
+    assert remote.base_path == "gs://bucket/m"  # read through gcsfs (sigserve[gcs])
+    unknown = error_of(
+        config.model_configs, _config('name: "m" base_path: "ftp://host/m" model_platform: "tensorflow"')
+    )
+    assert unknown.code == Code.INVALID_ARGUMENT
+    assert unknown.message.startswith("Unknown scheme 'ftp://' in ftp://host/m: sigserve reads local paths")
 
 
 def test_only_model_config_list() -> None:
@@ -301,6 +311,124 @@ def test_availability_is_preserved_under_any_sequence(ops: list[tuple[str, objec
         assert sum(1 for a, s in versions.values() if not a and s == S.AVAILABLE) <= 1
 
 
+# -- states ----------------------------------------------------------------------------------------
+
+
+def test_the_legal_transitions_are_servable_state_h() -> None:
+    """Forward only (servable_state.h), plus END -> START for a version tracked anew."""
+    legal = {(old, new) for old, targets in TRANSITIONS.items() for new in targets}
+    assert legal == {
+        (None, S.START),
+        (S.START, S.LOADING),
+        (S.START, S.END),
+        (S.LOADING, S.AVAILABLE),
+        (S.LOADING, S.END),
+        (S.AVAILABLE, S.UNLOADING),
+        (S.UNLOADING, S.END),
+        (S.END, S.START),
+    }
+
+
+@given(st.lists(st.sampled_from(list(S)), max_size=12))
+def test_check_transition_accepts_exactly_the_table(walk: list[ServableState]) -> None:
+    """Along any walk, a state is accepted iff the table has it; a refused one changes nothing, and an
+    accepted one moves forward unless it starts the version over (END -> START)."""
+    state: ServableState | None = None
+    for new in walk:
+        try:
+            check_transition("{name: m version: 1}", state, new)
+        except IllegalTransition as e:
+            assert not is_legal(state, new)
+            assert (e.code, e.old, e.new) == (Code.INTERNAL, state, new)
+            continue
+        assert is_legal(state, new)
+        assert state is None or new > state or (state, new) == (S.END, S.START)
+        state = new
+
+
+def test_an_illegal_transition_is_logged_and_refused_by_the_monitor(caplog: pytest.LogCaptureFixture) -> None:
+    monitor = StateMonitor()
+    seen: list[tuple[int, ServableState]] = []
+    monitor.subscribe(lambda name, version, state, error: seen.append((version, state)))
+    with caplog.at_level(logging.ERROR, logger="sigserve.manager"):
+        assert monitor.publish("m", 1, S.START)
+        assert not monitor.publish("m", 1, S.AVAILABLE)  # skips LOADING
+        assert not monitor.publish("m", 2, S.LOADING)  # never started
+    assert [r.getMessage() for r in caplog.records] == [
+        "Illegal servable state transition of {name: m version: 1}: START -> AVAILABLE "
+        "(legal from START: LOADING, END); refused (a bug in sigserve, please report it)",
+        "Illegal servable state transition of {name: m version: 2}: (untracked) -> LOADING "
+        "(legal from (untracked): START); refused (a bug in sigserve, please report it)",
+    ]
+    assert seen == [(1, S.START)]
+    status = monitor.get("m", 1)
+    assert status is not None and status.state == S.START
+    assert monitor.get("m", 2) is None
+    # A version unloaded and then aspired again starts over.
+    for state in (S.LOADING, S.AVAILABLE, S.UNLOADING, S.END, S.START):
+        assert monitor.publish("m", 1, state)
+    assert seen[-1] == (1, S.START)
+
+
+def test_the_manager_refuses_an_illegal_move_of_a_version() -> None:
+    entry: _Version[Any] = _Version("m", 3, "/m/3")
+    with pytest.raises(IllegalTransition) as info:
+        entry.move(S.UNLOADING)
+    assert info.value.message.startswith("Illegal servable state transition of {name: m version: 3}: ")
+    assert entry.state == S.START
+    assert entry.move(S.LOADING) == ("m", 3, S.LOADING, None)
+    assert entry.state == S.LOADING
+
+
+# -- the manual clock --------------------------------------------------------------------------------
+
+
+def test_manual_clock_wakes_a_wait_when_its_deadline_comes_and_not_before() -> None:
+    clock = ManualClock(start=100.0)
+    cond = threading.Condition()
+    woke: list[float] = []
+
+    def sleeper() -> None:
+        with cond:
+            clock.wait(cond, 105.0, "nap")
+            woke.append(clock.monotonic())
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    clock.wait_for_sleeper("nap")
+    assert clock.sleepers() == [("nap", 105.0)]
+    clock.advance(4.0)
+    assert clock.sleepers() == [("nap", 105.0)] and woke == []
+    clock.advance(1.0)
+    thread.join(10)
+    assert woke == [105.0] and clock.sleepers() == []
+
+
+def test_manual_clock_waits_end_early_on_notify_and_at_once_when_due() -> None:
+    clock = ManualClock(start=0.0)
+    cond = threading.Condition()
+    with cond:
+        clock.wait(cond, 0.0, "due already")  # returns at once
+    done = threading.Event()
+
+    def sleeper() -> None:
+        with cond:
+            clock.wait(cond, None, "forever")
+        done.set()
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    clock.wait_for_sleeper("forever")
+    clock.advance(1e9)
+    assert clock.sleepers() == [("forever", None)]  # no deadline: time does not end it
+    with cond:
+        cond.notify_all()
+    thread.join(10)
+    assert done.is_set()
+    with pytest.raises(AssertionError, match="nothing waits for 'poll'"):
+        clock.wait_for_sleeper("poll", timeout=0.05)
+
+
 # -- labels ----------------------------------------------------------------------------------------
 
 
@@ -410,6 +538,28 @@ def test_crc32c_known_values() -> None:
     assert tfrecord.crc32c(b"") == 0
     assert tfrecord.crc32c(b"6789", tfrecord.crc32c(b"12345")) == 0xE3069283
     assert tfrecord.crc32c(b"123456789") != zlib.crc32(b"123456789")  # not the IEEE polynomial
+
+
+def _reference_crc32c(data: bytes, crc: int = 0) -> int:
+    """Bit by bit, straight from the definition (reflected Castagnoli polynomial 0x82F63B78)."""
+    crc ^= 0xFFFFFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x82F63B78 if crc & 1 else crc >> 1
+    return crc ^ 0xFFFFFFFF
+
+
+@given(st.binary(max_size=200), st.binary(max_size=50))
+def test_crc32c_equals_the_definition(head: bytes, tail: bytes) -> None:
+    assert tfrecord.crc32c(head + tail) == _reference_crc32c(head + tail)
+    assert tfrecord.crc32c(tail, tfrecord.crc32c(head)) == _reference_crc32c(head + tail)
+
+
+def test_crc32c_runs_in_compiled_code() -> None:
+    # google-crc32c falls back on pure Python where its extension is missing: ~1,000x slower, which
+    # makes every warmup file of tens of MB cost seconds at each load (bench/tfrecord.py).
+    assert tfrecord.CRC_IMPLEMENTATION == "c"
 
 
 @given(st.integers(0, 2**32 - 1))

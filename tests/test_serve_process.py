@@ -218,6 +218,28 @@ def test_model_that_cannot_load_is_a_startup_failure(fixtures_dir: pathlib.Path)
     assert "Failed to start server. Error: " in out
 
 
+def test_a_missing_base_path_fails_start_up_with_fail_if_no_model_versions_found(
+    tmp_path: pathlib.Path,
+) -> None:
+    missing = tmp_path / "nope"
+    rc, out = run_serve(
+        [
+            "--port=0",
+            f"--rest_api_port={free_port()}",
+            "--rest_api_host=127.0.0.1",
+            "--model_name=m",
+            f"--model_base_path={missing}",
+            "--fail_if_no_model_versions_found",
+        ]
+    )
+    assert rc == 1
+    assert (
+        f"Failed to start server. Error: NOT_FOUND: Could not find base path {missing} for servable m "
+        f"with error NOT_FOUND: {missing} not found"
+    ) in out
+    assert "Traceback" not in out
+
+
 def test_model_name_and_base_path_from_the_environment(fixtures_dir: pathlib.Path) -> None:
     """As TF Serving's Docker image: model_base_path = $MODEL_BASE_PATH/$MODEL_NAME."""
     server = ServerProcess(
@@ -248,3 +270,21 @@ def test_tf_serving_flags_without_effect_are_accepted(flag: str) -> None:
     assert "unrecognized arguments" not in out
     assert "accepted for compatibility, no effect" in out
     assert rc != 0  # no model given
+
+
+def test_stopping_a_server_whose_models_never_loaded_is_clean() -> None:
+    """SIGTERM while the manager still waits for a base path that does not exist: a normal stop,
+    not asyncio's "Future exception was never retrieved" traceback (issue 21, item 4)."""
+    server = ServerProcess(["--model_name=m", "--model_base_path=/nonexistent/m"], grpc=False)
+    try:
+        deadline = time.monotonic() + 120
+        while "loading models" not in server.output():
+            assert server.proc.poll() is None, server.output()
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.1)
+        assert server.stop() == 0
+        out = server.output()
+        assert "sigserve: stopped" in out
+        assert "Traceback" not in out and "never retrieved" not in out, out
+    finally:
+        server.cleanup()

@@ -228,3 +228,64 @@ def test_copy_preserves_unrelated_files(fixtures_dir: pathlib.Path, tmp_path: pa
     assert _tree_digest(d, skip=("saved_model.pb",)) == _tree_digest(src, skip=("saved_model.pb",))
     assert (d / "assets.extra").is_dir()
     shutil.rmtree(d)
+
+
+def test_set_method_refuses_an_unknown_method_and_writes_nothing(
+    fixtures_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    from tests.cli import sigserve
+
+    d = _copy(fixtures_dir / "saved_model_half_plus_two_cpu/00000123", tmp_path / "m")
+    before = (d / "saved_model.pb").read_bytes()
+    proc = sigserve(
+        "signature", "set-method", "--dir", str(d), "--key", "serving_default", "--method", "classifyy"
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: sigserve signature set-method ")
+    assert "argument --method: 'classifyy' is not a method TF Serving serves: did you mean classify?" in (
+        proc.stderr
+    )
+    assert (d / "saved_model.pb").read_bytes() == before
+    # The full names are accepted; so is every shorthand.
+    proc = sigserve(
+        "signature", "set-method", "--dir", str(d), "--key", "classify_x_to_y",
+        "--method", "tensorflow/serving/classify",
+    )  # fmt: skip
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_set_method_warns_when_the_api_cannot_serve_the_signature(
+    fixtures_dir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    from tests.cli import sigserve
+
+    d = _copy(fixtures_dir / "saved_model_half_plus_two_cpu/00000123", tmp_path / "m")
+    proc = sigserve(
+        "signature", "set-method", "--dir", str(d), "--key", "serving_default", "--method", "classify"
+    )
+    assert proc.returncode == 0
+    assert proc.stderr == (
+        "sigserve signature: warning: the Classify API cannot serve serving_default: No classification "
+        "inputs found in SignatureDef (the input key must be 'inputs') (method_name set anyway; see "
+        f"sigserve validate --dir {d})\n"
+    )
+    sig = loader.read_saved_model(d).meta_graphs[0].signature_def["serving_default"]
+    assert sig.method_name == sc.CLASSIFY_METHOD_NAME
+    # A signature the API can serve: no warning.
+    proc = sigserve(
+        "signature", "set-method", "--dir", str(d), "--key", "regress_x_to_y", "--method", "regress"
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+
+
+def test_a_failed_edit_leaves_no_output_dir(fixtures_dir: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    from tests.cli import sigserve
+
+    src = fixtures_dir / "saved_model_half_plus_two_cpu/00000123"
+    out = tmp_path / "2"
+    proc = sigserve(
+        "signature", "delete", "--dir", str(src), "--output_dir", str(out), "--key", "serving_defaul"
+    )
+    assert proc.returncode == 1
+    assert 'Could not find signature "serving_defaul"' in proc.stderr
+    assert not out.exists()

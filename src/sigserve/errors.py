@@ -44,6 +44,11 @@ class SigserveError(Exception):
     def __repr__(self) -> str:
         return f"SigserveError({self.code.name}, {self.message!r})"
 
+    def __reduce__(self) -> tuple[type[SigserveError], tuple[Code, str]]:
+        # Pickled with both arguments, so it crosses process boundaries (a Ray worker's error
+        # reaches the driver as itself; Exception's default pickles only the message).
+        return (SigserveError, (self.code, self.message))
+
     def __str__(self) -> str:
         return self.message
 

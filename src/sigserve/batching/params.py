@@ -17,6 +17,7 @@ from google.protobuf import text_format
 from sigserve.cpus import schedulable_cpus
 from sigserve.errors import SigserveError, invalid_argument
 from sigserve.protos.session_bundle_config_pb2 import BatchingParameters
+from sigserve.protos.text import error_text
 
 # TensorFlow's SharedBatchScheduler QueueOptions defaults, used by TF Serving for absent fields.
 DEFAULT_MAX_BATCH_SIZE = 1000
@@ -49,8 +50,7 @@ def parse_batching_parameters(text: str, source: str = "") -> BatchingParameters
     except text_format.ParseError as e:
         where = f"Invalid protobuf file: '{source}'" if source else "Invalid batching parameters"
         raise invalid_argument(
-            f"{where}: {str(e).rstrip('.')}. Expected text BatchingParameters with wrapper fields, "
-            f"e.g. {EXAMPLE}"
+            f"{where}: {error_text(e)}. Expected text BatchingParameters with wrapper fields, e.g. {EXAMPLE}"
         ) from None
     _apply_defaults(params)
     try:

@@ -7,7 +7,7 @@ numbers as TF Serving's), and a TF message handed in by a caller is converted th
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,56 @@ def as_array(value: Any) -> np.ndarray:
         out[:] = flat
         return out.reshape(array.shape)
     return array
+
+
+def is_tensor_proto(value: Any) -> bool:
+    """A TensorProto, sigserve's or TensorFlow's (`tf.make_tensor_proto`): sent as given."""
+    descriptor = getattr(value, "DESCRIPTOR", None)
+    return descriptor is not None and descriptor.full_name.endswith("tensorflow.TensorProto")
+
+
+def cast_to(array: np.ndarray, dtype: np.dtype[Any] | None) -> np.ndarray:
+    """`array` as the signature input's dtype where numpy calls that a same-kind cast (float64 to
+    float32, int64 to int32, int to float): what TF Serving's JSON API and `sigserve predict` do with
+    numbers. Anything else (float to int, bytes to numbers) is sent as is, for the server to reject
+    with TF Serving's message rather than be truncated here."""
+    if dtype is None or array.dtype == dtype or array.dtype.kind == "O" or dtype.kind == "O":
+        return array
+    try:
+        castable = np.can_cast(array.dtype, dtype, casting="same_kind")
+    except TypeError:  # a dtype numpy cannot compare (e.g. an ml_dtypes one)
+        castable = array.dtype.kind == dtype.kind == "f"
+    return array.astype(dtype) if castable else array
+
+
+class SignatureCache:
+    """Each model's SignatureDefs, read from its metadata once per (model, version, label), so that
+    the clients can type inputs (gRPC) and name and type outputs (REST) like the other front ends.
+    A signature missing from the cached copy triggers a re-read (a new version may have it)."""
+
+    def __init__(self, fetch: Callable[[str, int | None, str | None, float | None], ModelMetadata]):
+        self._fetch = fetch
+        self._signatures: dict[tuple[str, int | None, str | None], dict[str, Any]] = {}
+
+    def get(
+        self,
+        model: str,
+        version: int | None,
+        label: str | None,
+        signature_name: str | None,
+        timeout: float | None = None,
+    ) -> Any:
+        """The SignatureDef, or None if the model has no such signature (the server says so)."""
+        key = (model, version, label)
+        name = signature_name or DEFAULT_SIGNATURE
+        signatures = self._signatures.get(key)
+        if signatures is None or (signatures and name not in signatures):  # {}: a server without metadata
+            signatures = self._fetch(model, version, label, timeout).signatures
+            self._signatures[key] = signatures
+        return signatures.get(name)
+
+    def forget(self, model: str, version: int | None, label: str | None) -> None:
+        self._signatures.pop((model, version, label), None)
 
 
 def method_name(method: str) -> str:

@@ -36,14 +36,30 @@ INT32_MAX = 2**31 - 1
 _CODE_BY_STATUS = {status: Code(status.value[0]) for status in grpc.StatusCode}
 
 
-def error_from_rpc(error: grpc.RpcError) -> SigserveError:
-    """The server's status as the project's one error type (same code number, same message)."""
+def error_from_rpc(error: grpc.RpcError, target: str = "") -> SigserveError:
+    """The server's status as the project's one error type (same code number, same message).
+
+    grpcio's own connection errors get a hint at the usual cause: a REST port, or no server."""
     call: Any = error
     try:
         code = _CODE_BY_STATUS.get(call.code(), Code.UNKNOWN)
         message = call.details() or ""
     except Exception:  # an RpcError that is not a Call
         code, message = Code.UNKNOWN, str(error)
+    if code in (Code.UNAVAILABLE, Code.UNKNOWN, Code.INTERNAL) and target:
+        if "http1.x server" in message or "Failed parsing HTTP/2" in message:
+            message = (
+                f"{target} answers HTTP/1.x, not gRPC: is it the REST port? Use the gRPC port (--port, "
+                "8500 by default), or the REST API (RestClient; `sigserve predict --rest`). "
+                f"grpc: {message}"
+            )
+            code = Code.UNAVAILABLE
+        elif "Connection refused" in message:
+            message = (
+                f"nothing listens on {target}: is the server running, and is this its gRPC port "
+                f"(--port, 8500 by default)? grpc: {message}"
+            )
+            code = Code.UNAVAILABLE
     return SigserveError(code, message)
 
 
@@ -54,6 +70,11 @@ class Client:
     deadline in seconds for every call (None: no deadline); each method also takes `timeout=`.
     Numeric inputs travel as `tensor_content` (raw bytes; fastest to encode and decode).
     Every server error is raised as `SigserveError` with the server's code and message.
+
+    `predict` inputs are arrays, Python values or TensorProtos. Arrays and values take the
+    signature's dtype where the cast is same-kind (a float64 array or `[[1.0]]` for a DT_FLOAT input),
+    as the REST API, `sigserve predict` and `sigserve.load` do; the dtypes come from the model's
+    metadata, read once per model/version/label and cached. TensorProtos are sent exactly as given.
     """
 
     def __init__(
@@ -86,6 +107,7 @@ class Client:
                 target, credentials, options=channel_options, compression=compression
             )
         self._methods: dict[str, Any] = {}
+        self._signatures = _common.SignatureCache(self._metadata_or_none)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -113,7 +135,7 @@ class Client:
         try:
             return stub(request, timeout=self.timeout if timeout is None else timeout)
         except grpc.RpcError as e:
-            raise error_from_rpc(e) from None
+            raise error_from_rpc(e, self.target) from None
 
     @staticmethod
     def _spec(
@@ -158,20 +180,67 @@ class Client:
         """`predict`, plus the response's ModelSpec (which version and signature answered)."""
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec, model, version, label, signature_name)
+        dtypes = self._input_dtypes(model, version, label, signature_name, inputs, timeout)
         from_ndarray = self._tensor.from_ndarray
         for alias, value in inputs.items():
-            array = _common.as_array(value)
+            if _common.is_tensor_proto(value):
+                request.inputs[alias].ParseFromString(value.SerializeToString())
+                continue
+            array = _common.cast_to(_common.as_array(value), dtypes.get(alias))
             numeric = array.dtype != object
             request.inputs[alias].CopyFrom(from_ndarray(array, tensor_content=numeric))
             del array
         if output_filter:
             request.output_filter.extend(output_filter)
-        response = self._call(PREDICTION_SERVICE, "Predict", request, predict_pb2.PredictResponse, timeout)
+        try:
+            response = self._call(
+                PREDICTION_SERVICE, "Predict", request, predict_pb2.PredictResponse, timeout
+            )
+        except SigserveError:
+            self._signatures.forget(model, version, label)  # a new version may have other dtypes
+            raise
         del request
         to_ndarray = self._tensor.to_ndarray
         outputs = {alias: to_ndarray(proto, alias) for alias, proto in response.outputs.items()}
         spec = response.model_spec
         return outputs, spec
+
+    def _input_dtypes(
+        self,
+        model: str,
+        version: int | None,
+        label: str | None,
+        signature_name: str | None,
+        inputs: Mapping[str, Any],
+        timeout: float | None,
+    ) -> dict[str, np.dtype[Any]]:
+        """{alias: numpy dtype} of the signature's inputs; empty when every input is a TensorProto
+        (no metadata needed) or the signature is unknown (the Predict call reports it)."""
+        if all(_common.is_tensor_proto(v) for v in inputs.values()):
+            return {}
+        signature = self._signatures.get(model, version, label, signature_name, timeout)
+        if signature is None:
+            return {}
+        from sigserve.codec import dtypes
+
+        out: dict[str, np.dtype[Any]] = {}
+        for alias, info in signature.inputs.items():
+            try:
+                out[alias] = dtypes.to_numpy_dtype(info.dtype)
+            except SigserveError:  # a dtype numpy has no equivalent for: sent as given
+                continue
+        return out
+
+    def _metadata_or_none(
+        self, model: str, version: int | None, label: str | None, timeout: float | None
+    ) -> ModelMetadata:
+        """Metadata for the signature cache; a server without GetModelMetadata gets no casting."""
+        try:
+            return self.metadata(model, version, label, timeout)
+        except SigserveError as e:
+            if e.code != Code.UNIMPLEMENTED:
+                raise
+            return ModelMetadata(name=model, version=0, signatures={})
 
     def classify(
         self,

@@ -212,12 +212,13 @@ class RestClient:
         verify: Any = True,
         client: httpx.Client | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        # "localhost:8501" as `sigserve predict --rest --server` takes it: plain HTTP.
+        self.base_url = (base_url if "://" in base_url else "http://" + base_url).rstrip("/")
         self.timeout = timeout
         self._http = client or httpx.Client(
             base_url=self.base_url, timeout=timeout, headers=dict(headers or {}), verify=verify
         )
-        self._signatures: dict[tuple[str, int | None, str | None], dict[str, Any]] = {}
+        self._signatures = _common.SignatureCache(self.metadata)
 
     def close(self) -> None:
         self._http.close()
@@ -253,22 +254,24 @@ class RestClient:
                 )
         except httpx.TimeoutException as e:
             raise SigserveError(Code.DEADLINE_EXCEEDED, f"{method} {path}: {e or 'timed out'}") from None
+        except httpx.RemoteProtocolError as e:
+            raise SigserveError(
+                Code.UNAVAILABLE,
+                f"{self.base_url} did not answer HTTP/1.1: is it the gRPC port? Use the REST port "
+                "(--rest_api_port, 8501 by default), or the gRPC API (Client; `sigserve predict` "
+                f"without --rest). {method} {path}: {e}",
+            ) from None
+        except httpx.ConnectError as e:
+            raise SigserveError(
+                Code.UNAVAILABLE,
+                f"nothing answers at {self.base_url}: is the server running, and is this its REST port "
+                f"(--rest_api_port, 8501 by default)? {method} {path}: {e}",
+            ) from None
         except httpx.TransportError as e:
             raise SigserveError(Code.UNAVAILABLE, f"{method} {self.base_url}{path}: {e}") from None
         if response.status_code != 200:
             raise error_from_response(response)
         return _loads(response.content)
-
-    def _signature(
-        self, model: str, version: int | None, label: str | None, signature_name: str | None
-    ) -> Any:
-        key = (model, version, label)
-        signatures = self._signatures.get(key)
-        name = signature_name or _common.DEFAULT_SIGNATURE
-        if signatures is None or name not in signatures:
-            signatures = self.metadata(model, version, label).signatures
-            self._signatures[key] = signatures
-        return signatures.get(name)
 
     # -- API -------------------------------------------------------------------------------------
 
@@ -284,7 +287,7 @@ class RestClient:
     ) -> dict[str, np.ndarray]:
         """Run a signature on tensors (columnar `inputs` request). REST has no output filter, so
         `output_filter` selects outputs from the full answer."""
-        signature = self._signature(model, version, label, signature_name)
+        signature = self._signatures.get(model, version, label, signature_name, timeout)
         arrays = {k: _common.as_array(v) for k, v in inputs.items()}
         nonfinite = any(_has_nonfinite(a) for a in arrays.values())
         body: dict[str, Any] = {"inputs": {k: _json_tensor(a, plain=nonfinite) for k, a in arrays.items()}}

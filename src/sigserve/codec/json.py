@@ -31,6 +31,7 @@ __all__ = [
     "encode_error",
     "encode_predict",
     "encode_regress",
+    "encode_tensor",
     "parse_examples",
     "parse_predict",
     "value_to_string",
@@ -608,6 +609,11 @@ def _tensor_json(array: np.ndarray, name: str) -> bytes:
     return text
 
 
+def encode_tensor(array: np.ndarray, name: str) -> bytes:
+    """One tensor's JSON value as a predict response writes it (`name` decides the `_bytes` rule)."""
+    return _tensor_json(array, name)
+
+
 def encode_error(message: str) -> bytes:
     """`{"error": "<message>"}`, the body of every /v1 error."""
     return b'{"error":' + _jsonwrite.escape_string(message.encode("utf-8", "replace")) + b"}"
@@ -630,7 +636,11 @@ def parse_examples(body: bytes, method: str) -> ExamplesBody:
     `method` is "classify" or "regress"; TF Serving's messages say "classify" for both.
     """
     del method  # the texts are the same for both (a TF Serving quirk kept on purpose)
-    doc = _parse_object(body)
+    return examples_from_doc(_parse_object(body))
+
+
+def examples_from_doc(doc: dict[str, Any]) -> ExamplesBody:
+    """`parse_examples` of a body already parsed (a JSON object as a dict)."""
     signature_name = _signature_name(doc)
     result = input_pb2.Input()
     has_context = "context" in doc

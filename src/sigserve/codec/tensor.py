@@ -178,7 +178,7 @@ def from_ndarray(arr: Any, dtype: int | None = None, *, tensor_content: bool = F
         else:  # negative ints are sign-extended to 64 bits on the wire, int32 fields included
             wide = flat.astype(np.int64).view(np.uint64)
         payload = _varints(wide)
-    proto.MergeFromString(_varint_bytes((number << 3) | 2) + _varint_bytes(len(payload)) + payload)
+    proto.MergeFromString(varint_bytes((number << 3) | 2) + varint_bytes(len(payload)) + payload)
     return proto
 
 
@@ -209,7 +209,8 @@ def _as_bytes_list(array: np.ndarray) -> list[bytes]:
     return out
 
 
-def _varint_bytes(value: int) -> bytes:
+def varint_bytes(value: int) -> bytes:
+    """One protobuf base-128 varint (a non-negative int)."""
     out = bytearray()
     while True:
         low = value & 0x7F

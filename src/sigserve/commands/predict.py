@@ -88,34 +88,62 @@ def cast_to_signature(value: Any, dtype: int | None) -> Any:
     return array.astype(dtypes.to_numpy_dtype(dtype))
 
 
+def check_inputs(meta: Any, signature_name: str, aliases: list[str]) -> Any:
+    """The signature, after checking that it exists and has every --input alias: the server's error
+    ("Signature input alias: x ... not found in request") names what is missing, not what was sent."""
+    from sigserve.codec import dtypes
+    from sigserve.errors import invalid_argument
+    from sigserve.saved_model.show import format_shape
+
+    signature = meta.signatures.get(signature_name)
+    if signature is None:
+        raise invalid_argument(
+            f"model {meta.name} (version {meta.version}) has no signature {signature_name!r}; "
+            f"choose one with --signature_name: {', '.join(sorted(meta.signatures)) or '(none)'}"
+        )
+    unknown = [a for a in aliases if a not in signature.inputs]
+    if unknown:
+        expected = ", ".join(
+            f"{alias} ({dtypes.name(info.dtype)} {format_shape(info.tensor_shape)})"
+            for alias, info in sorted(signature.inputs.items())
+        )
+        raise invalid_argument(
+            f"--input {unknown[0]}: signature {signature_name!r} of {meta.name} has no input "
+            f"{unknown[0]!r}; its inputs are: {expected or '(none)'}"
+        )
+    return signature
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from sigserve.client import Client, RestClient
+    from sigserve.errors import invalid_argument
 
+    if not args.server.strip():
+        raise invalid_argument("--server is empty; give HOST:PORT, e.g. --server localhost:8500")
     parsed = [parse_input(spec) for spec in args.input]
     output_filter = (
         [a.strip() for a in args.output_filter.split(",") if a.strip()] if args.output_filter else None
     )
     client: Any
     if args.rest:
-        url = args.server if "://" in args.server else "http://" + args.server
-        client = RestClient(url, timeout=args.timeout)
+        client = RestClient(args.server, timeout=args.timeout)
     else:
         credentials = None
         if args.ca_file:
             import grpc
 
-            with open(args.ca_file, "rb") as f:
-                credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+            try:
+                with open(args.ca_file, "rb") as f:
+                    credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+            except OSError as e:
+                raise invalid_argument(f"--ca_file {args.ca_file}: {e.strerror}") from None
         client = Client(args.server, credentials=credentials, timeout=args.timeout)
     with client:
-        dtypes: dict[str, int] = {}
-        if any(not from_file for _, _, from_file in parsed):
-            meta = client.metadata(args.model, version=args.version, label=args.label)
-            signature = meta.signatures.get(args.signature_name or "serving_default")
-            if signature is not None:
-                dtypes = {alias: info.dtype for alias, info in signature.inputs.items()}
+        meta = client.metadata(args.model, version=args.version, label=args.label)
+        signature = check_inputs(meta, args.signature_name or "serving_default", [a for a, _, _ in parsed])
+        dtypes = {alias: info.dtype for alias, info in signature.inputs.items()}
         inputs = {
             alias: value if from_file else cast_to_signature(value, dtypes.get(alias))
             for alias, value, from_file in parsed

@@ -39,7 +39,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dir", required=True, help="SavedModel directory (the one holding saved_model.pb)")
+    p.add_argument(
+        "--dir", required=True, help="SavedModel directory (holding saved_model.pb), or a URI: s3://b/m/1"
+    )
     p.add_argument(
         "--tag_set",
         "--tag-set",
@@ -77,6 +79,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         dest="allow_pickle",
         action="store_true",
         help="let --inputs load pickled object arrays (only for files you trust)",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's C++ log lines, hidden by default (same as TF_CPP_MIN_LOG_LEVEL=0)",
     )
 
 
@@ -211,7 +218,10 @@ def load_input_files(files: Mapping[str, tuple[str, str | None]], allow_pickle: 
 def collect_inputs(args: argparse.Namespace) -> dict[str, Any]:
     """--inputs, then --input_exprs, then --input_examples; later flags win for the same key."""
     if not (args.inputs or args.input_exprs or args.input_examples):
-        raise _bad("At least one of --inputs, --input_exprs or --input_examples must be required")
+        raise _bad(
+            "At least one of --inputs, --input_exprs or --input_examples must be required, "
+            "e.g. --input_exprs 'x=[[1.0]]'"
+        )
     inputs = load_input_files(parse_inputs_arg(args.inputs), args.allow_pickle)
     for key, value in parse_input_exprs_arg(args.input_exprs).items():
         if key in inputs:
@@ -233,14 +243,18 @@ def collect_inputs(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"  # read by sigserve.runtime.tflog when TF is imported
     import numpy as np
 
-    from sigserve import runtime
+    from sigserve import runtime, storage
     from sigserve.runtime.predict import numpy_dtype
 
     inputs = collect_inputs(args)
+    if args.outdir and os.path.exists(args.outdir) and not os.path.isdir(args.outdir):
+        raise _bad(f"--outdir {args.outdir} is a file; give a directory (created if missing)")
     tags = [t.strip() for t in args.tag_set.split(",") if t.strip()]
-    with runtime.load(args.dir, tags) as servable:
+    with storage.local_dir(args.dir) as export_dir, runtime.load(export_dir, tags) as servable:
         if args.signature_def not in servable.signatures:
             raise SigserveError(
                 Code.NOT_FOUND,
@@ -267,7 +281,12 @@ def run(args: argparse.Namespace) -> int:
         outputs = servable.predict(inputs, signature_name=args.signature_def)
     keys = sorted(outputs)
     if args.outdir:
-        os.makedirs(args.outdir, exist_ok=True)
+        try:
+            os.makedirs(args.outdir, exist_ok=True)
+        except OSError as e:
+            raise _bad(
+                f"--outdir {args.outdir}: {e.strerror}; give a directory (created if missing)"
+            ) from None
         for key in keys:
             path = os.path.join(args.outdir, key + ".npy")
             if os.path.exists(path) and not args.overwrite:

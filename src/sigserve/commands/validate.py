@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dir", required=True, help="SavedModel directory")
+    p.add_argument("--dir", required=True, help="SavedModel directory, or a URI: s3://bucket/m/1")
     p.add_argument("--tag_set", "--tag-set", dest="tag_set", help="only this tag-set, e.g. serve")
     p.add_argument(
         "--method_name_check",
@@ -36,10 +36,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sigserve import storage
     from sigserve.commands.show import write_stdout
     from sigserve.saved_model import loader, validate
 
-    saved_model = loader.read_saved_model(args.dir)
+    with storage.local_dir(args.dir, only=storage.SAVED_MODEL_FILES) as export_dir:
+        saved_model = loader.read_saved_model(export_dir)
     if args.tag_set is not None:
         meta_graphs = [loader.get_meta_graph_by_tag_set(saved_model, args.tag_set)]
     else:

@@ -8,7 +8,19 @@ labels, and answers ModelSpec lookups (`handle`) and the status API (`model_stat
 
 from __future__ import annotations
 
+from sigserve.manager.clock import Clock, ManualClock, SystemClock
 from sigserve.manager.core import ServableHandle, ServerCore
-from sigserve.manager.lifecycle import LoadRequest, ServableState
+from sigserve.manager.lifecycle import Loader, LoadRequest, ManagedServable
+from sigserve.manager.states import ServableState
 
-__all__ = ["LoadRequest", "ServableHandle", "ServableState", "ServerCore"]
+__all__ = [
+    "Clock",
+    "LoadRequest",
+    "Loader",
+    "ManagedServable",
+    "ManualClock",
+    "ServableHandle",
+    "ServableState",
+    "ServerCore",
+    "SystemClock",
+]

@@ -13,8 +13,10 @@ from typing import Any
 
 from google.protobuf import text_format
 
+from sigserve import storage
 from sigserve.errors import Code, SigserveError, failed_precondition, invalid_argument
 from sigserve.protos import model_server_config_pb2
+from sigserve.protos.text import error_text
 
 TENSORFLOW_PLATFORM = "tensorflow"
 OTHER_PLATFORM = "other"
@@ -31,7 +33,7 @@ def parse(text: str, path: str = "") -> Any:
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as e:
-        raise invalid_argument(f"Invalid protobuf file: '{path}': {e}") from None
+        raise invalid_argument(f"Invalid protobuf file: '{path}': {error_text(e)}") from None
     return config
 
 
@@ -80,7 +82,7 @@ def model_configs(config: Any) -> list[Any]:
 
     Raises INVALID_ARGUMENT with TF Serving's texts for relative base paths and duplicate names, and
     for the things sigserve cannot serve (a custom_model_config, a platform other than tensorflow,
-    a remote URI).
+    a URI whose scheme is unknown or whose fsspec package is not installed).
     """
     which = config.WhichOneof("config")
     if which is None:
@@ -102,12 +104,8 @@ def model_configs(config: Any) -> list[Any]:
                 f"Expected model {model.name} to have an absolute path or URI; "
                 f"got base_path()={model.base_path}"
             )
-        if "://" in model.base_path and not model.base_path.startswith("file://"):
-            raise SigserveError(
-                Code.UNIMPLEMENTED,
-                f"Model {model.name}: base_path {model.base_path} is a remote URI; sigserve reads "
-                'local directories only (copy or mount the model, e.g. base_path: "/models/m")',
-            )
+        if "://" in model.base_path:
+            storage.scheme_of(model.base_path)  # unknown scheme, or its extra not installed
         platform = platform_of(model)
         if platform != TENSORFLOW_PLATFORM:
             raise invalid_argument(
@@ -119,7 +117,7 @@ def model_configs(config: Any) -> list[Any]:
 
 def local_path(base_path: str) -> str:
     """A base path as a local directory (`file:///models/m` → `/models/m`)."""
-    return base_path[len("file://") :] if base_path.startswith("file://") else base_path
+    return storage.local_path(base_path)
 
 
 def check_transition(old: Any, new: Any) -> None:

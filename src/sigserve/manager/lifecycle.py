@@ -1,42 +1,85 @@
-"""Servable states and the state monitor behind the status API (tfserving-api.md §1.5, §4 "States").
+"""What the manager loads (`LoadRequest`, `Loader`, `ManagedServable`) and the state monitor behind the
+status API (tfserving-api.md §1.5, §4 "States").
 
-A version moves START → LOADING → AVAILABLE → UNLOADING → END, or START → LOADING → END when its load
-fails (the error is kept), or START → END when it stops being aspired before it was loaded. States
-only move forward. The monitor remembers every version it has seen, END included, so
-`GetModelStatus` can say that version 3 failed, or that version 1 was unloaded.
+The states and their legal transitions are in `states.py`; the monitor checks each transition it is
+given against them and refuses (and logs) an illegal one. It remembers every version it has seen,
+END included, so `GetModelStatus` can say that version 3 failed, or that version 1 was unloaded.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from sigserve.errors import Code, SigserveError, not_found
+from sigserve.manager.states import IllegalTransition, ServableState, check_transition
 from sigserve.protos import get_model_status_pb2
 
 logger = logging.getLogger("sigserve.manager")
 
-
-class ServableState(enum.IntEnum):
-    """`ModelVersionStatus.State` numbers, so a state goes into the status proto unchanged."""
-
-    START = 10
-    LOADING = 20
-    AVAILABLE = 30
-    UNLOADING = 40
-    END = 50
+__all__ = [
+    "LoadObserver",
+    "LoadRequest",
+    "Loader",
+    "ManagedServable",
+    "ServableState",
+    "StateMonitor",
+    "Subscriber",
+    "servable_id",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class LoadRequest:
-    """What the manager asks its loader to load: version `version` of model `name`, from `path`."""
+    """What the manager asks its loader to load: version `version` of model `name`, from `path`, a
+    local directory (a version on an object store is downloaded to the model cache first)."""
 
     name: str
     version: int
     path: str
+
+
+class ManagedServable(Protocol):
+    """What the manager needs of a loaded version: replay warmup requests on it (`warmup.py`) and
+    close it when it unloads. `sigserve.runtime.Servable` is one."""
+
+    def predict(
+        self,
+        inputs: Mapping[str, Any],
+        signature_name: str | None = None,
+        output_filter: Sequence[str] | None = None,
+    ) -> Mapping[str, Any]: ...
+
+    def classify(self, input: Any, signature_name: str | None = None) -> Any: ...
+
+    def regress(self, input: Any, signature_name: str | None = None) -> Any: ...
+
+    def multi_inference(self, request: Any) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class LoadObserver(Protocol):
+    """Told how long each stage of a successful load took: "download" (a version staged from an
+    object store; `nbytes` downloaded) and "load" (the loader and warmup). `path` is where the
+    version lives (its URI for a store)."""
+
+    def observe_load(
+        self, *, name: str, version: int, path: str, stage: str, seconds: float, nbytes: int = 0
+    ) -> None: ...
+
+
+S_co = TypeVar("S_co", bound=ManagedServable, covariant=True)
+
+
+class Loader(Protocol[S_co]):
+    """Loads one version, or raises (a `SigserveError` is kept as the version's error; anything else
+    becomes UNKNOWN). Called on a load thread; may take minutes."""
+
+    def __call__(self, request: LoadRequest, /) -> S_co: ...
 
 
 def servable_id(name: str, version: int) -> str:
@@ -71,18 +114,30 @@ class StateMonitor:
 
     def publish(
         self, name: str, version: int, state: ServableState, error: SigserveError | None = None
-    ) -> None:
+    ) -> bool:
+        """Record a transition and tell the subscribers. An illegal transition (`states.TRANSITIONS`)
+        is logged and refused: nothing is recorded or told, and the result is False."""
         with self._lock:
-            self._states.setdefault(name, {})[version] = VersionStatus(state, error)
+            versions = self._states.setdefault(name, {})
+            old = versions.get(version)
+            try:
+                check_transition(servable_id(name, version), old.state if old else None, state)
+            except IllegalTransition:
+                return False
+            versions[version] = VersionStatus(state, error)
+            where = {"model": name, "version": version}  # fields of --log_format=json
             if error is not None:
-                logger.error("%s %s: %s", servable_id(name, version), state.name, error.to_string())
+                logger.error(
+                    "%s %s: %s", servable_id(name, version), state.name, error.to_string(), extra=where
+                )
             else:
-                logger.info("%s %s", servable_id(name, version), state.name)
+                logger.info("%s %s", servable_id(name, version), state.name, extra=where)
             for callback in self._subscribers:
                 try:
                     callback(name, version, state, error)
                 except Exception:
                     logger.exception("A servable state subscriber failed")
+        return True
 
     def get(self, name: str, version: int) -> VersionStatus | None:
         with self._lock:
@@ -93,13 +148,16 @@ class StateMonitor:
             return dict(self._states.get(name, {}))
 
     def model_status(
-        self, name: str, version: int | None = None
+        self, name: str, version: int | None = None, problem: str = ""
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        """GetModelStatus: every version (highest first), or one; NOT_FOUND with TF Serving's texts."""
+        """GetModelStatus: every version (highest first), or one; NOT_FOUND with TF Serving's texts.
+        `problem` (why the model's base path shows no versions) follows TF Serving's text when the
+        model has none."""
         with self._lock:
             states = dict(self._states.get(name, {}))
         if not states:
-            raise not_found(f"Could not find any versions of model {name}")
+            detail = f"; {problem}" if problem else ""
+            raise not_found(f"Could not find any versions of model {name}{detail}")
         if version is not None:
             if version not in states:
                 raise not_found(f"Could not find version {version} of model {name}")

@@ -1,8 +1,10 @@
-"""The file-system source: which numbered version directories a model's base path holds
-(tfserving-api.md §4 "Layout"; TF Serving's `file_system_storage_path_source.cc`).
+"""Sources: which numbered versions a model's base path holds (tfserving-api.md §4 "Layout"; TF
+Serving's `file_system_storage_path_source.cc`).
 
-Only directories count as versions: a stray file named `7` is not a model. A symlink to a directory
-is a directory (a common way to publish a version atomically).
+A local base path is listed in place: only directories count as versions (a stray file named `7` is
+not a model), and a symlink to a directory is a directory (a common way to publish a version
+atomically). A base path that is an object-store URI is listed by `sigserve.storage.StoreSource`,
+which counts a version only once it is completely uploaded.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+from typing import Protocol
 
+from sigserve import storage
 from sigserve.errors import Code, SigserveError
 
 logger = logging.getLogger("sigserve.manager")
@@ -81,3 +85,35 @@ def no_versions_message(name: str, base_path: str) -> str:
         f"No versions of servable {name} found under base path {base_path}. "
         "Did you forget to name your leaf directory as a number (eg. '/1/')?"
     )
+
+
+def expected_layout(base_path: str) -> str:
+    """What a base path should hold, for messages about one that holds nothing servable."""
+    return (
+        f"expected numbered version directories there, e.g. {storage.join(base_path, '1', 'saved_model.pb')}"
+    )
+
+
+class VersionSource(Protocol):
+    def list_versions(self) -> dict[int, str]:
+        """{version: path or URI} of the versions there now; SigserveError when it cannot be listed."""
+        ...
+
+
+class LocalSource:
+    """A base path on the local file system (or `file://`)."""
+
+    def __init__(self, name: str, base_path: str) -> None:
+        self.name = name
+        self.base_path = storage.local_path(base_path)
+
+    def list_versions(self) -> dict[int, str]:
+        return list_versions(self.name, self.base_path)
+
+
+def for_base_path(name: str, base_path: str, *, polling: bool = True) -> VersionSource:
+    """The source for a model's base path: local, or a store (whose completeness rule needs two polls
+    of the same listing when `polling`)."""
+    if storage.is_remote(base_path):
+        return storage.StoreSource(name, base_path, require_stable=polling)
+    return LocalSource(name, base_path)

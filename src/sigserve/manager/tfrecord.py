@@ -1,4 +1,5 @@
-"""TFRecord files without TensorFlow: the container of TF Serving's warmup requests.
+"""TFRecord files without TensorFlow: the container of TF Serving's warmup requests and of sigserve's
+request logs (both are TFRecords of `PredictionLog`), read and written here and nowhere else.
 
 Each record is `uint64 length | uint32 masked_crc32c(length) | data | uint32 masked_crc32c(data)`,
 little-endian (TensorFlow's `record_writer.cc`). Both CRCs are checked, so a truncated or corrupted
@@ -12,34 +13,23 @@ import struct
 from collections.abc import Iterator
 from typing import BinaryIO
 
+import google_crc32c
+
 from sigserve.errors import Code, SigserveError
 
-_POLY = 0x82F63B78  # CRC-32C (Castagnoli), reflected
 _MASK_DELTA = 0xA282EAD8
 _U32 = 0xFFFFFFFF
 _CHUNK = 1 << 20
 
-
-def _make_table() -> tuple[int, ...]:
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ _POLY if c & 1 else c >> 1
-        table.append(c)
-    return tuple(table)
-
-
-_TABLE = _make_table()
+# "c" when google-crc32c has its hardware-accelerated extension (SSE4.2 / ARMv8 CRC instructions):
+# ~1 GB/s, where a table-driven loop in Python checked ~6 MB/s and made a 50 MB warmup file cost
+# seconds at every load. The package falls back on its own pure-Python code elsewhere.
+CRC_IMPLEMENTATION: str = google_crc32c.implementation
 
 
 def crc32c(data: bytes, crc: int = 0) -> int:
     """CRC-32C of `data` (continuing from `crc`); crc32c(b"123456789") == 0xE3069283."""
-    table = _TABLE
-    c = crc ^ _U32
-    for byte in data:
-        c = table[(c ^ byte) & 0xFF] ^ (c >> 8)
-    return c ^ _U32
+    return int(google_crc32c.extend(crc, data))
 
 
 def mask(crc: int) -> int:
@@ -53,7 +43,8 @@ def unmask(masked: int) -> int:
 
 
 def encode(data: bytes) -> bytes:
-    """One record, as TensorFlow's TFRecordWriter writes it."""
+    """One record, as TensorFlow's TFRecordWriter writes it (no compression); a file is records
+    written one after another, so appending `encode(x)` to a file is writing a TFRecord file."""
     header = struct.pack("<Q", len(data))
     return header + struct.pack("<I", mask(crc32c(header))) + data + struct.pack("<I", mask(crc32c(data)))
 

@@ -14,10 +14,11 @@ import logging
 import os
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import BinaryIO
 
 from sigserve.errors import Code, SigserveError, invalid_argument, unimplemented
 from sigserve.manager import tfrecord
+from sigserve.manager.lifecycle import ManagedServable
 from sigserve.protos import prediction_log_pb2
 
 logger = logging.getLogger("sigserve.manager")
@@ -42,7 +43,7 @@ def iterations(num_request_iterations_for_warmup: int) -> int:
     return num_request_iterations_for_warmup if num_request_iterations_for_warmup > 0 else 1
 
 
-def run_warmup(servable: Any, export_dir: str, num_request_iterations: int = 1) -> int:
+def run_warmup(servable: ManagedServable, export_dir: str, num_request_iterations: int = 1) -> int:
     """Replay the warmup file of `export_dir` against `servable`; returns the number of records.
 
     No file: nothing to do (warmup data is optional). More than 1000 records: INVALID_ARGUMENT.
@@ -86,7 +87,7 @@ def run_warmup(servable: Any, export_dir: str, num_request_iterations: int = 1) 
     return count
 
 
-def _records(stream: Any, path: str) -> Iterator[bytes]:
+def _records(stream: BinaryIO, path: str) -> Iterator[bytes]:
     """The file's records; a malformed file is DATA_LOSS naming the file, with TF Serving's hint."""
     try:
         yield from tfrecord.read_records(stream)
@@ -96,7 +97,7 @@ def _records(stream: Any, path: str) -> Iterator[bytes]:
         ) from None
 
 
-def run_request(servable: Any, log: Any) -> None:
+def run_request(servable: ManagedServable, log: prediction_log_pb2.PredictionLog) -> None:
     """Run one PredictionLog's request on `servable`; the response is discarded."""
     kind = log.WhichOneof("log_type")
     if kind == "predict_log":

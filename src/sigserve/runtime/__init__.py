@@ -6,6 +6,10 @@
 
 from __future__ import annotations
 
-from sigserve.runtime.servable import Servable, load
+from sigserve.runtime import tflog
+
+tflog.import_tensorflow()  # before any module below imports it: filters TensorFlow's start-up lines
+
+from sigserve.runtime.servable import Servable, load  # noqa: E402
 
 __all__ = ["Servable", "load"]

@@ -26,6 +26,7 @@ TF before 2.11 never write one), and `tf.saved_model.save` writes a fresh one on
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import shutil
 import tempfile
@@ -56,6 +57,23 @@ def resolve_method_name(method: str) -> str:
     if not method:
         raise SigserveError(Code.INVALID_ARGUMENT, "A method name cannot be empty; e.g. --method classify")
     return METHOD_SHORTHANDS.get(method, method)
+
+
+def serving_method_name(method: str) -> str:
+    """A method name TF Serving's APIs know: `predict` | `classify` | `regress` or the full name.
+    `resolve_method_name` (TensorFlow's MethodNameUpdater rule) takes any name; a command line should
+    not write a typo such as `classifyy` into saved_model.pb."""
+    if method in METHOD_SHORTHANDS.values():
+        return method
+    if method in METHOD_SHORTHANDS:
+        return METHOD_SHORTHANDS[method]
+    close = difflib.get_close_matches(method, [*METHOD_SHORTHANDS, *METHOD_SHORTHANDS.values()], n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    raise SigserveError(
+        Code.INVALID_ARGUMENT,
+        f"{method!r} is not a method TF Serving serves: {hint}Choose predict, classify or regress "
+        "(or tensorflow/serving/predict, tensorflow/serving/classify, tensorflow/serving/regress).",
+    )
 
 
 def _check_not_reserved(key: str) -> None:

@@ -43,13 +43,19 @@ def find_saved_model_file(export_dir: str | os.PathLike[str]) -> SavedModelFile:
         return SavedModelFile(pb, is_text=False)
     if os.path.isfile(pbtxt):
         return SavedModelFile(pbtxt, is_text=True)
+    if os.path.isfile(export_dir):
+        raise SigserveError(
+            Code.NOT_FOUND,
+            f"SavedModel file does not exist at: {export_dir} (a file; --dir takes the SavedModel "
+            f"directory, e.g. {os.path.dirname(export_dir) or '.'})",
+        )
     if not os.path.isdir(export_dir):
         raise SigserveError(
             Code.NOT_FOUND,
             f"SavedModel file does not exist at: {export_dir} (no such directory; --dir takes a "
             "SavedModel directory, e.g. /models/half_plus_two/00000123)",
         )
-    hint = ""
+    hint = " (no saved_model.pb or saved_model.pbtxt in it)"
     if os.path.isfile(os.path.join(export_dir, constants.SAVED_MODEL_FILENAME_CPB)):
         hint = " (it has saved_model.cpb, TensorFlow's chunked format, which sigserve cannot read)"
     elif _numbered(export_dir):

@@ -176,9 +176,7 @@ class PredictionServices:
 
     def multi_inference(self, data: bytes, ctx: CallContext) -> bytes:
         request = parse(inference_pb2.MultiInferenceRequest, data)
-        response, served = self.service.multi_inference(ctx, request)
-        for task, result in zip(request.tasks, response.results, strict=False):
-            fill_model_spec(result.model_spec, task.model_spec.name, task.model_spec.signature_name, served)
+        response, _ = self.service.multi_inference(ctx, request)
         return bytes(response.SerializeToString())
 
     def get_model_metadata(self, data: bytes, ctx: CallContext) -> bytes:
@@ -217,29 +215,9 @@ class PredictionServices:
         request = parse(model_management_pb2.ReloadConfigRequest, data)
         names = list(dict.fromkeys(request.metric_names))
         before = read_int_metrics(self.metrics, names)
-        error: SigserveError | None = None
-        if request.config.WhichOneof("config") == "model_config_list":
-            for index, config in enumerate(request.config.model_config_list.config):
-                logger.info(
-                    "Config entry index: %d path: %s name: %s platform: %s",
-                    index,
-                    config.base_path,
-                    config.name,
-                    config.model_platform,
-                )
-            try:
-                self.service.reload_config(ctx, request.config)
-            except SigserveError as e:
-                error = e
-        else:
-            error = invalid_argument(
-                "ServerModelConfig type not supported by HandleReloadConfigRequest. "
-                "Only ModelConfigList is currently supported"
-            )
-        if error is not None:
-            logger.error("ReloadConfig failed: %s", error.message)
-            # TF Serving also fills response.status, but a non-OK gRPC status carries no response body.
-            raise error
+        # TF Serving also fills response.status, but a non-OK gRPC status carries no response body:
+        # an error is raised as it is.
+        self.service.reload_config(ctx, request.config)
         after = read_int_metrics(self.metrics, names)
         response = model_management_pb2.ReloadConfigResponse()
         response.status.error_code = error_codes_pb2.OK

@@ -7,6 +7,8 @@ one table, so a method, its metrics and its error texts are the same whichever c
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -59,6 +61,18 @@ class StreamMethod:
 
     def context(self, timeout: float | None, metadata: Mapping[str, str] = _NO_METADATA) -> CallContext:
         return CallContext("GRPC", self.api, timeout, metadata=metadata)
+
+
+async def call_method(
+    method: Method, data: bytes, ctx: CallContext, executor: concurrent.futures.Executor | None
+) -> bytes:
+    """One call of `method` from an event loop: on the loop if its `inline` body takes it, else
+    `body` in `executor`. Raises what the body raises (`rpc_status` maps it)."""
+    if method.inline is not None:
+        out = method.inline(data, ctx)
+        if out is not None:
+            return out
+    return await asyncio.get_running_loop().run_in_executor(executor, method.body, data, ctx)
 
 
 def truncate_message(message: str) -> str:

@@ -18,7 +18,6 @@ method table as the TF Serving services, so both transports serve one implementa
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,7 +29,7 @@ from sigserve.errors import invalid_argument, unavailable
 from sigserve.protos import MODEL_SERVICE, PREDICTION_SERVICE
 from sigserve.server import grpc_reflection, health_service
 from sigserve.server.grpc_handlers import PredictionServices
-from sigserve.server.grpc_methods import Method, StreamMethod, method_table, rpc_status
+from sigserve.server.grpc_methods import Method, StreamMethod, call_method, method_table, rpc_status
 from sigserve.server.http2.limits import LIMIT_KEYS
 from sigserve.server.options import ServerOptions, worker_threads
 from sigserve.service import PredictionService
@@ -186,11 +185,7 @@ def _grpcio_handler(method: Method, executor: concurrent.futures.Executor) -> gr
     async def handler(data: bytes, context: grpc.aio.ServicerContext) -> bytes:
         ctx = method.context(_timeout(context), _metadata(context))
         try:
-            if method.inline is not None:
-                out = method.inline(data, ctx)
-                if out is not None:
-                    return out
-            return await asyncio.get_running_loop().run_in_executor(executor, method.body, data, ctx)
+            return await call_method(method, data, ctx, executor)
         except Exception as e:
             code, message = rpc_status(e)
             await context.abort(grpc_status(code), message)

@@ -43,6 +43,10 @@ class ServerOptions:
     enable_model_warmup: bool = True
     num_request_iterations_for_warmup: int = 0
     enable_signature_method_name_check: bool = False
+    fail_if_no_model_versions_found: bool = False  # a missing or empty base path fails start-up
+    model_cache_dir: str = (
+        ""  # versions on object stores are downloaded here ("" = <tmp>/sigserve-model-cache)
+    )
 
     # TensorFlow session.
     tensorflow_session_parallelism: int = 0  # sets both of the next two when they are 0
@@ -56,6 +60,16 @@ class ServerOptions:
 
     # Monitoring.
     monitoring_config_file: str = ""
+    log_format: str = "text"  # or "json": one JSON object per line (sigserve/logformat.py)
+
+    # Request logging (each model's logging_config; sigserve/requestlog/).
+    request_log_queue_size: int = 4096  # sampled calls waiting for the writer; more are dropped, counted
+    request_log_queue_bytes: int = 256 * 1024 * 1024  # the same, in (approximate) tensor bytes
+    request_log_max_file_bytes: int = 128 * 1024 * 1024  # a log file is closed at this size
+    request_log_rotate_seconds: float = 3600  # ... or at this age
+
+    # Model management over REST (sigserve extension): POST/GET /v1/config.
+    enable_model_management_api: bool = False
 
 
 def worker_threads(configured: int) -> int:

@@ -25,7 +25,7 @@ import orjson
 
 from sigserve.errors import Code, SigserveError, http_status, invalid_argument
 from sigserve.interfaces import Servable
-from sigserve.server import rest_metadata, urls
+from sigserve.server import rest_config, rest_metadata, urls
 from sigserve.server.options import ServerOptions, worker_threads
 from sigserve.service import CallContext, ModelSpec, PredictionService, PredictRequest
 
@@ -130,6 +130,7 @@ class RestApp:
             max_workers=num_rest_threads(options), thread_name_prefix="sigserve-rest"
         )
         self.shutting_down = False
+        self.management = bool(options.enable_model_management_api)
         # Imported here, not at module level, so that `sigserve --help` stays fast.
         from sigserve.codec import example as codec_example
         from sigserve.codec import json as codec_json
@@ -174,6 +175,10 @@ class RestApp:
             await self._readyz(send)
             return
 
+        if path_only == rest_config.PATH and self.management:
+            await self._config(scope, receive, send, method)
+            return
+
         full_path = path_only + ("?" + query.decode("latin-1") if query else "")
         if not urls.is_api_path(full_path):
             await _respond(send, 404, _NOT_FOUND_BODY, ((b"content-type", b"text/html"),))
@@ -208,7 +213,12 @@ class RestApp:
         except SigserveError as e:
             code, status, out = e.code, http_status(e.code), self._json.encode_error(e.message)
         except Exception as e:  # a bug: answer INTERNAL and keep serving
-            logger.exception("Unexpected error serving %s %s", method, full_path)
+            logger.exception(
+                "Unexpected error serving %s %s",
+                method,
+                full_path,
+                extra={"model": ctx.model_name or None, "request_id": _request_id(scope)},
+            )
             code, status = Code.INTERNAL, 500
             out = self._json.encode_error(f"Internal error: {type(e).__name__}: {e}")
         self.service.record(ctx, code)
@@ -315,6 +325,45 @@ class RestApp:
 
     # -- exact-path handlers ---------------------------------------------------------------------
 
+    async def _config(self, scope: Scope, receive: Receive, send: Send, method: str) -> None:
+        """`/v1/config`: GET the served ModelServerConfig, POST a new one (`rest_config.py`). A reload
+        is not cancellable (as over gRPC), so it is not cut off by --rest_api_timeout_in_ms."""
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers", ())
+        }
+        content_type = b"application/json"
+        try:
+            self._authorize_management(headers)
+            loop = asyncio.get_running_loop()
+            if method == "GET":
+                config = await loop.run_in_executor(self.executor, self.service.current_config)
+                out, content_type = rest_config.encode(config, headers.get("accept", ""))
+            elif method == "POST":
+                gzipped, body = await self._read_body(scope, receive)
+                if gzipped:
+                    body = gunzip(body, self.max_body)
+                new = rest_config.parse(body, headers.get("content-type", "").lower())
+                ctx = CallContext("REST", "ReloadConfig")
+                await loop.run_in_executor(None, self.service.reload_config, ctx, new)
+                out = rest_config.RELOADED
+            else:
+                raise invalid_argument(f"{method} is not supported on {rest_config.PATH}: use GET or POST")
+            status = 200
+        except BodyTooLarge as e:
+            status, out = 413, self._json.encode_error(str(e))
+        except SigserveError as e:
+            status, out = http_status(e.code), self._json.encode_error(e.message)
+        except Exception as e:  # a bug: answer INTERNAL and keep serving
+            logger.exception("Unexpected error serving %s %s", method, rest_config.PATH)
+            status, out = 500, self._json.encode_error(f"Internal error: {type(e).__name__}: {e}")
+        await _respond(send, status, out, ((b"content-type", content_type),))
+
+    def _authorize_management(self, headers: dict[str, str]) -> None:
+        """Seam for the server's auth token (`--auth_token_file`, being added separately): once it
+        exists, /v1/config must pass the same check as every other guarded call, through the service.
+        Until then the endpoint is guarded only by being off by default."""
+        del headers
+
     async def _preflight(self, scope: Scope, send: Send) -> None:
         """OPTIONS on /v1: a CORS preflight. 200 when `Origin` is an http(s) URL, else 400; no body."""
         origin = b""
@@ -343,6 +392,14 @@ class RestApp:
         status = "ready" if readiness.ready else "not ready"
         body = orjson.dumps({"status": status, "models": readiness.models})
         await _respond(send, 200 if readiness.ready else 503, body, (_JSON,))
+
+
+def _request_id(scope: Scope) -> str | None:
+    """The request's `X-Request-Id` header, for the log line of a failed request."""
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            return str(value.decode("latin-1"))
+    return None
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]]) -> None:

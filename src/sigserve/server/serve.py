@@ -14,25 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from sigserve import batching
+from sigserve import batching, logformat
 from sigserve.batching import BatchScheduler
 from sigserve.errors import Code, SigserveError, invalid_argument
 from sigserve.interfaces import RunnerWrapper, Servable
 from sigserve.manager import LoadRequest, ServerCore
 from sigserve.protos.model_server_config_pb2 import ModelServerConfig
+from sigserve.requestlog import RequestLogger
 from sigserve.server.gcfreeze import GcFreezer
 from sigserve.server.options import ServerOptions
 from sigserve.server.rest import DEFAULT_METRICS_PATH, RestApp, create_app
-from sigserve.service import Metrics, PredictionService
+from sigserve.service import CallContext, Metrics, PredictionService
 
 logger = logging.getLogger("sigserve.serve")
 
@@ -76,13 +77,16 @@ def metrics_path(options: ServerOptions) -> str | None:
     from google.protobuf import text_format
 
     from sigserve.protos import monitoring_config_pb2
+    from sigserve.protos.text import error_text as text_error
 
     text = _read_text(options.monitoring_config_file, "--monitoring_config_file")
     config = monitoring_config_pb2.MonitoringConfig()
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as e:
-        raise invalid_argument(f"Invalid protobuf file: '{options.monitoring_config_file}': {e}") from None
+        raise invalid_argument(
+            f"Invalid protobuf file: '{options.monitoring_config_file}': {text_error(e)}"
+        ) from None
     if not config.prometheus_config.enable:
         return None
     return config.prometheus_config.path or DEFAULT_METRICS_PATH
@@ -157,7 +161,10 @@ def make_loader(
 
 
 def make_core(
-    options: ServerOptions, config: ModelServerConfig, loader: Callable[[LoadRequest], Servable]
+    options: ServerOptions,
+    config: ModelServerConfig,
+    loader: Callable[[LoadRequest], Servable],
+    metrics: Metrics | None = None,
 ) -> ServerCore:
     return ServerCore(
         config,
@@ -168,7 +175,74 @@ def make_core(
         enable_model_warmup=options.enable_model_warmup,
         num_request_iterations_for_warmup=options.num_request_iterations_for_warmup,
         allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
+        fail_if_no_model_versions_found=options.fail_if_no_model_versions_found,
+        model_cache_dir=options.model_cache_dir,
+        load_observer=metrics,
     )
+
+
+@dataclasses.dataclass
+class ServerParts:
+    """One server's in-process parts, without listeners: what `sigserve serve` puts behind its ports,
+    and what a host that brings its own (a Ray Serve replica) embeds. `app` is the REST ASGI app;
+    `service` is what the gRPC methods call. `core.start()` loads the models."""
+
+    options: ServerOptions
+    config: ModelServerConfig
+    metrics: Metrics
+    scheduler: BatchScheduler | None
+    core: ServerCore
+    request_logger: RequestLogger
+    service: PredictionService
+    app: RestApp
+
+    def stop(self) -> None:
+        """Write every queued request log, unload every model, drain batching, stop the REST pool
+        (blocking; errors are logged). Every answered call is queued by now, so none is lost."""
+        self.app.shutting_down = True
+        _stop_quietly(self.request_logger.close)
+        _stop_quietly(self.core.stop)
+        if self.scheduler is not None:
+            _stop_quietly(self.scheduler.stop)
+        _stop_quietly(self.app.close)
+
+
+def build(options: ServerOptions) -> ServerParts:
+    """The parts `options` describe, checked (TF Serving's start-up errors as `SigserveError`)."""
+    validate(options)
+    config = build_model_config(options)
+    path = metrics_path(options)
+    metrics = Metrics()
+    scheduler = make_batch_scheduler(options, registry=metrics.registry)
+    core = make_core(options, config, make_loader(options, scheduler), metrics)
+    request_logger = make_request_logger(options, config, metrics)
+    service = PredictionService(core, metrics, observer=request_logger)
+    return ServerParts(
+        options,
+        config,
+        metrics,
+        scheduler,
+        core,
+        request_logger,
+        service,
+        create_app(service, options, metrics_path=path),
+    )
+
+
+def make_request_logger(options: ServerOptions, config: ModelServerConfig, metrics: Metrics) -> RequestLogger:
+    """Request logging as the config's logging_configs say; a bad one is a start-up failure."""
+    from sigserve.requestlog import RequestLogger, Settings
+
+    settings = Settings(
+        queue_size=options.request_log_queue_size,
+        queue_bytes=options.request_log_queue_bytes,
+        max_file_bytes=options.request_log_max_file_bytes,
+        rotate_seconds=options.request_log_rotate_seconds,
+    )
+    tags = [t.strip() for t in options.saved_model_tags.split(",") if t.strip()]
+    request_logger = RequestLogger(settings, registry=metrics.registry, saved_model_tags=tags)
+    request_logger.update(config)
+    return request_logger
 
 
 # -- listeners -------------------------------------------------------------------------------------
@@ -216,6 +290,8 @@ class RestServer:
             proxy_headers=False,
             timeout_graceful_shutdown=max(1, round(grace)),
             timeout_keep_alive=60,
+            # In JSON mode uvicorn's loggers go through the root handler instead of printing text.
+            log_config=None if logformat.is_json() else uvicorn.config.LOGGING_CONFIG,
         )
         self.config.load()
         self.server = uvicorn.Server(self.config)
@@ -243,10 +319,12 @@ class RestServer:
 
 
 def _say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    logformat.say(line)
 
 
-async def _poll_config_file(options: ServerOptions, core: Any, app: RestApp, holder: dict[str, Any]) -> None:
+async def poll_config_file(
+    options: ServerOptions, service: PredictionService, app: RestApp, holder: dict[str, Any]
+) -> None:
     """`--model_config_file_poll_wait_seconds`: re-read the file and hand changes to the manager."""
     period = float(options.model_config_file_poll_wait_seconds)
     last = _read_text(options.model_config_file, "--model_config_file")
@@ -260,7 +338,8 @@ async def _poll_config_file(options: ServerOptions, core: Any, app: RestApp, hol
             from sigserve.manager import config as model_config
 
             config = model_config.parse(text, options.model_config_file)
-            await loop.run_in_executor(None, core.reload_config, config)
+            ctx = CallContext("CONFIG_FILE", "ReloadConfig")
+            await loop.run_in_executor(None, service.reload_config, ctx, config)
             holder["config"] = config
             last = text
             logger.info("Reloaded --model_config_file %s", options.model_config_file)
@@ -289,19 +368,13 @@ async def serve_async(
             rest.force()
 
     try:
-        validate(options)
-        config = build_model_config(options)
-        path = metrics_path(options)
-        metrics = Metrics()
-        scheduler = make_batch_scheduler(options, registry=metrics.registry)
-        core = make_core(options, config, make_loader(options, scheduler))
+        parts = build(options)
     except SigserveError as e:
         _say(f"Failed to start server. Error: {e.to_string()}")
         return 1
 
-    holder: dict[str, Any] = {"config": config}
-    service = PredictionService(core, metrics)
-    app = create_app(service, options, metrics_path=path)
+    core, service, app = parts.core, parts.service, parts.app
+    holder: dict[str, Any] = {"config": parts.config}
     grpc_server: Any = None
     poller: asyncio.Task[None] | None = None
     freezer: GcFreezer | None = None
@@ -347,10 +420,13 @@ async def serve_async(
             if ready is not None:
                 ready()
             if options.model_config_file and options.model_config_file_poll_wait_seconds > 0:
-                poller = asyncio.ensure_future(_poll_config_file(options, core, app, holder))
+                poller = asyncio.ensure_future(poll_config_file(options, service, app, holder))
             await stopped
         else:
             stopped.result()
+            # Stopped before the models loaded: core.stop (below) makes start() raise CANCELLED,
+            # which is the expected end of it, not an error to report.
+            starting.add_done_callback(_consume_exception)
         _say("sigserve: shutting down: finishing in-flight requests ...")
     except SigserveError as e:
         _say(f"Failed to start server. Error: {e.to_string()}")
@@ -362,10 +438,7 @@ async def serve_async(
         if poller is not None:
             poller.cancel()
         await _shutdown(options, rest, grpc_server, force["count"] > 1)
-        await loop.run_in_executor(None, _stop_quietly, core.stop)
-        if scheduler is not None:
-            await loop.run_in_executor(None, _stop_quietly, scheduler.stop)
-        await loop.run_in_executor(None, app.close)
+        await loop.run_in_executor(None, parts.stop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
@@ -385,6 +458,11 @@ async def _shutdown(options: ServerOptions, rest: RestServer | None, grpc_server
             logger.error("Error while stopping a front end: %r", result)
 
 
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
 def _stop_quietly(fn: Callable[[], Any]) -> None:
     try:
         fn()
@@ -401,5 +479,9 @@ def main(options: ServerOptions) -> int:
     bare uvicorn app that burns 250 µs per request shows the same (uvloop p99 320-400 ms, asyncio
     22 ms). uvloop's lower protocol cost (~5 µs a request) does not make up for that.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        logformat.configure(options.log_format)
+    except SigserveError as e:
+        _say(f"Failed to start server. Error: {e.to_string()}")
+        return 1
     return asyncio.run(serve_async(options, freeze_gc=True))

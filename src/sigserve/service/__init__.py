@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from sigserve.service.calls import (
     DEFAULT_SIGNATURE,
+    AnsweredCall,
     CallContext,
+    CallObserver,
     Inputs,
     ModelMetadata,
     ModelSpec,
@@ -25,7 +27,9 @@ from sigserve.service.prediction import PredictionService, model_spec_of
 
 __all__ = [
     "DEFAULT_SIGNATURE",
+    "AnsweredCall",
     "CallContext",
+    "CallObserver",
     "InlinePolicy",
     "Inputs",
     "Metrics",

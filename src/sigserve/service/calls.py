@@ -12,13 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from sigserve.errors import Code, SigserveError
 from sigserve.interfaces import Servable
-from sigserve.protos import meta_graph_pb2
+from sigserve.protos import meta_graph_pb2, model_server_config_pb2
 
 DEFAULT_SIGNATURE = "serving_default"
 _NO_METADATA: Mapping[str, str] = {}
@@ -139,3 +139,48 @@ class Readiness:
 
     ready: bool
     models: dict[str, str]
+
+
+@dataclass(slots=True)
+class AnsweredCall:
+    """One successfully answered Predict / Classify / Regress / MultiInference, as the service hands it
+    to a `CallObserver`. `request` / `response` by `api`:
+
+    - "predict": input and output tensors by alias (`Mapping[str, np.ndarray]`), `output_filter`;
+    - "classify", "regress": the `Input` / the `ClassificationResult` or `RegressionResult`;
+    - "multi_inference": the `MultiInferenceRequest` / `MultiInferenceResponse`.
+
+    Either may instead be the serialized request / response message. `version` and `signature` are
+    what served the call; `requested_*` the request's own ModelSpec ("" / None where it named none).
+    Nobody changes these objects after the call is handed over: an observer may read them later, in
+    another thread."""
+
+    api: str
+    model: str
+    version: int
+    signature: str
+    request: Any
+    response: Any
+    time: float
+    requested_version: int | None = None
+    requested_label: str | None = None
+    requested_signature: str = ""
+    output_filter: Sequence[str] = ()
+
+
+class CallObserver(Protocol):
+    """Told about answered calls, every protocol alike (the request logger is one).
+
+    `sample(model)` runs on the request path for every answered call and must cost next to nothing:
+    it returns a ticket when this call is to be observed, else None (then nothing else is built).
+    `observe(ticket, call)` must neither block nor raise. `check(config)` raises INVALID_ARGUMENT for
+    a ModelServerConfig the observer cannot apply (before the models change); `configure(config)`
+    applies one that the manager has accepted."""
+
+    def sample(self, model_name: str) -> Any | None: ...
+
+    def observe(self, ticket: Any, call: AnsweredCall) -> None: ...
+
+    def check(self, config: model_server_config_pb2.ModelServerConfig) -> None: ...
+
+    def configure(self, config: model_server_config_pb2.ModelServerConfig) -> None: ...

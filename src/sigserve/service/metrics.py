@@ -30,6 +30,13 @@ REQUEST_LATENCY = ":tensorflow:serving:request_latency"
 RUNTIME_LATENCY = ":tensorflow:serving:runtime_latency"
 REQUEST_EXAMPLE_COUNTS = ":tensorflow:serving:request_example_counts"
 REQUEST_EXAMPLE_COUNT_TOTAL = ":tensorflow:serving:request_example_count_total"
+# Model loads: TensorFlow's SavedModel load metrics, with a "download" stage for versions staged from an
+# object store, and the bytes those downloads fetched.
+LOAD_LATENCY = ":tensorflow:cc:saved_model:load_latency"
+LOAD_LATENCY_BY_STAGE = ":tensorflow:cc:saved_model:load_latency_by_stage"
+BYTES_DOWNLOADED = ":sigserve:storage:bytes_downloaded"
+# Load stages take milliseconds to minutes: 1 ms .. ~1.2 h in µs, x2 per bucket.
+LOAD_BUCKETS_US: tuple[float, ...] = tuple(1000.0 * 2**i for i in range(23))
 
 # The API label of runtime_latency uses gRPC's method names whatever the entry point.
 _RUNTIME_API = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
@@ -79,6 +86,26 @@ class Metrics:
             REQUEST_EXAMPLE_COUNT_TOTAL,
             "The total number of tensorflow.Examples.",
             ["model"],
+            registry=self.registry,
+        )
+        self._load_latency = Counter(
+            LOAD_LATENCY,
+            "Latency in microseconds for SavedModels that were successfully loaded.",
+            ["model_path"],
+            registry=self.registry,
+        )
+        self._load_latency_by_stage = Histogram(
+            LOAD_LATENCY_BY_STAGE,
+            "Distribution of wall time (in microseconds) for loading SavedModels, by stage: "
+            "download (from an object store to the model cache) and load.",
+            ["model_path", "stage"],
+            buckets=LOAD_BUCKETS_US,
+            registry=self.registry,
+        )
+        self._bytes_downloaded = Counter(
+            BYTES_DOWNLOADED,
+            "Bytes of model versions downloaded from object stores.",
+            ["model_name"],
             registry=self.registry,
         )
         # Bound label children by label values: `labels()` hashes and validates its arguments under a
@@ -134,6 +161,17 @@ class Metrics:
         """Number of tf.Examples in one Classify/Regress request."""
         self._example_counts.labels(model_name).observe(count)
         self._example_count_total.labels(model_name).inc(count)
+
+    def observe_load(
+        self, *, name: str, version: int, path: str, stage: str, seconds: float, nbytes: int = 0
+    ) -> None:
+        """One stage of a successful version load (the manager's `LoadObserver`)."""
+        micros = seconds * 1e6
+        self._load_latency_by_stage.labels(path, stage).observe(micros)
+        if stage == "load":
+            self._load_latency.labels(path).inc(micros)
+        if nbytes:
+            self._bytes_downloaded.labels(name).inc(nbytes)
 
     def render(self) -> bytes:
         """Prometheus text format as TF Serving writes it: bare counter names, no `_created` samples."""

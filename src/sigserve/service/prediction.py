@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from sigserve.errors import Code, SigserveError
+from sigserve.errors import Code, SigserveError, invalid_argument
 from sigserve.interfaces import ModelManager
 from sigserve.protos import (
     classification_pb2,
@@ -40,7 +40,10 @@ from sigserve.protos import (
     regression_pb2,
 )
 from sigserve.service.calls import (
+    DEFAULT_SIGNATURE,
+    AnsweredCall,
     CallContext,
+    CallObserver,
     ModelMetadata,
     ModelSpec,
     PredictRequest,
@@ -60,11 +63,18 @@ class PredictionService:
     """The APIs over one model manager, recorded in one `Metrics`."""
 
     def __init__(
-        self, manager: ModelManager, metrics: Metrics, *, inline: InlinePolicy | None = None
+        self,
+        manager: ModelManager,
+        metrics: Metrics,
+        *,
+        inline: InlinePolicy | None = None,
+        observer: CallObserver | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics
         self.inline = inline if inline is not None else InlinePolicy()
+        # Told about every answered call and every new config (the request logger); None: no one.
+        self.observer = observer
         # Imported here so that importing the service never needs the codec package's numpy work.
         from sigserve.codec import example as codec_example
 
@@ -140,12 +150,19 @@ class PredictionService:
                 inline=inline,
             )
             version = servable.version
-        del inputs
         if inline and ctx.overdue():
             raise ctx.deadline_exceeded()
         self.metrics.observe_runtime(
             model_name=spec.name, api="predict", signature=signature, latency_seconds=runtime
         )
+        observer = self.observer
+        if observer is not None:
+            ticket = observer.sample(spec.name)
+            if ticket is not None:
+                call = AnsweredCall("predict", spec.name, version, signature, inputs, outputs, time.time())
+                call.output_filter = tuple(request.output_filter or ())
+                observer.observe(ticket, _requested(call, spec))
+        del inputs
         return PredictResult(outputs, version, signature)
 
     def classify(
@@ -177,7 +194,14 @@ class PredictionService:
                 signature=signature,
                 latency_seconds=time.perf_counter() - started,
             )
-            return result, servable.version
+            version = servable.version
+        observer = self.observer
+        if observer is not None:
+            ticket = observer.sample(spec.name)
+            if ticket is not None:
+                call = AnsweredCall(api, spec.name, version, signature, input, result, time.time())
+                observer.observe(ticket, _requested(call, spec))
+        return result, version
 
     def multi_inference(
         self, ctx: CallContext, request: inference_pb2.MultiInferenceRequest
@@ -187,7 +211,20 @@ class PredictionService:
         spec = model_spec_of(request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec())
         ctx.model_name = spec.name
         with self.manager.handle(spec.name, spec.version, spec.label) as servable:
-            return servable.multi_inference(request, timeout=ctx.timeout), servable.version
+            response, version = servable.multi_inference(request, timeout=ctx.timeout), servable.version
+        # TF Serving's response names, per task, the model, signature and version that ran it.
+        for task, result in zip(request.tasks, response.results, strict=False):
+            out = result.model_spec
+            out.name = task.model_spec.name
+            out.signature_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+            out.version.value = int(version)
+        observer = self.observer
+        if observer is not None:
+            ticket = observer.sample(spec.name)
+            if ticket is not None:
+                call = AnsweredCall("multi_inference", spec.name, version, "", request, response, time.time())
+                observer.observe(ticket, _requested(call, spec))
+        return response, version
 
     def model_metadata(self, ctx: CallContext, spec: ModelSpec) -> ModelMetadata:
         """The signatures of the version a ModelSpec names."""
@@ -206,9 +243,37 @@ class PredictionService:
         return self.manager.model_status(name, version)
 
     def reload_config(self, ctx: CallContext, config: model_server_config_pb2.ModelServerConfig) -> None:
-        """Serve exactly the models of `config` (HandleReloadConfigRequest): availability-preserving,
-        returns once the new models are AVAILABLE and the dropped ones out of service."""
-        self.manager.reload_config(config)
+        """Serve exactly the models of `config` (HandleReloadConfigRequest, for gRPC and REST alike):
+        availability-preserving, returns once the new models are AVAILABLE and the dropped ones out of
+        service. Only a ModelConfigList is accepted; an observer that cannot apply the config (a bad
+        logging_config) refuses it before any model changes."""
+        try:
+            if config.WhichOneof("config") != "model_config_list":
+                raise invalid_argument(
+                    "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+                    "Only ModelConfigList is currently supported"
+                )
+            for index, model in enumerate(config.model_config_list.config):
+                logger.info(
+                    "Config entry index: %d path: %s name: %s platform: %s",
+                    index,
+                    model.base_path,
+                    model.name,
+                    model.model_platform,
+                )
+            observer = self.observer
+            if observer is not None:
+                observer.check(config)
+            self.manager.reload_config(config)
+            if observer is not None:
+                observer.configure(config)
+        except SigserveError as e:
+            logger.error("ReloadConfig failed: %s", e.message)
+            raise
+
+    def current_config(self) -> model_server_config_pb2.ModelServerConfig:
+        """The ModelServerConfig now served (a copy)."""
+        return self.manager.config
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -233,6 +298,13 @@ class PredictionService:
                 return True
         except SigserveError:
             return False
+
+
+def _requested(call: AnsweredCall, spec: ModelSpec) -> AnsweredCall:
+    call.requested_version = spec.version
+    call.requested_label = spec.label
+    call.requested_signature = spec.signature_name
+    return call
 
 
 def model_spec_of(proto: model_pb2.ModelSpec) -> ModelSpec:
