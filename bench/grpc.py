@@ -172,7 +172,9 @@ def load(
         rps, p50, p99, errors, sent = loadgen.run_h2load(url, request, concurrency, duration)
     elif spec["kind"] == "http" and WRK:
         url = f"http://{spec['host']}:{spec['port']}{spec['path']}"
-        rps, p50, p99, errors, sent = loadgen.run_wrk(url, request, concurrency, duration)
+        headers = spec.get("headers")
+        assert headers is None or isinstance(headers, dict)
+        rps, p50, p99, errors, sent = loadgen.run_wrk(url, request, concurrency, duration, headers)
     else:
         out = subprocess.run(
             [PYTHON, "-c", LOADGEN, json.dumps(spec), str(concurrency), str(duration)],
@@ -285,7 +287,7 @@ class HalfPlusTwo(kserve.Model):
         out = InferOutput(name="y", shape=list(y.shape), datatype="FP32")
         out.set_data_from_numpy(y, binary_data=False)
         return InferResponse(
-            response_id=payload.id, model_name=self.name, infer_outputs=[out], from_grpc=True
+            response_id=payload.id, model_name=self.name, infer_outputs=[out], from_grpc=payload.from_grpc
         )
 
 if __name__ == "__main__":
@@ -330,12 +332,8 @@ def kserve_unavailable_reason() -> str | None:
     return None
 
 
-def start_kserve() -> tuple[subprocess.Popen[bytes] | None, dict[str, object] | str]:
-    """KServe's ModelServer with its V2 gRPC endpoint; returns the process and the load spec, or
-    (None, why not)."""
-    reason = kserve_unavailable_reason()
-    if reason:
-        return None, reason
+def launch_kserve() -> tuple[subprocess.Popen[bytes], int, int]:
+    """KServe's ModelServer around the same Servable, ready: (process, HTTP port, gRPC port)."""
     http_port, grpc_port = free_port(), free_port()
     site = next((ROOT / ".venv" / "lib").glob("python3*/site-packages"))
     script = KSERVE_SERVER.format(
@@ -356,6 +354,22 @@ def start_kserve() -> tuple[subprocess.Popen[bytes] | None, dict[str, object] | 
     )
     try:
         wait_http(f"http://127.0.0.1:{http_port}/v2/models/half_plus_two/ready", proc)
+    except BaseException:
+        stop(proc)
+        raise
+    finally:
+        os.unlink(f.name)
+    return proc, http_port, grpc_port
+
+
+def start_kserve() -> tuple[subprocess.Popen[bytes] | None, dict[str, object] | str]:
+    """KServe's ModelServer with its V2 gRPC endpoint; returns the process and the load spec, or
+    (None, why not)."""
+    reason = kserve_unavailable_reason()
+    if reason:
+        return None, reason
+    proc, _, grpc_port = launch_kserve()
+    try:
         target = f"127.0.0.1:{grpc_port}"
         check = subprocess.run(
             [BENCH_PYTHON, "-c", KSERVE_CLIENT, "check", target], capture_output=True, text=True, timeout=60
@@ -372,8 +386,6 @@ def start_kserve() -> tuple[subprocess.Popen[bytes] | None, dict[str, object] | 
     except BaseException:
         stop(proc)
         raise
-    finally:
-        os.unlink(f.name)
     return proc, {"pid": proc.pid, "kind": "grpc", "target": target, "path": KSERVE_PATH, "request": request}
 
 

@@ -75,13 +75,20 @@ def _wrk_ms(text: str, pct: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def run_wrk(url: str, body: bytes, concurrency: int, duration: float) -> tuple[float, float, float, int, int]:
-    """POST `body` as JSON: (req/s, p50 ms, p99 ms, errors, requests). wrk takes whole seconds."""
-    script = (
-        'wrk.method = "POST"\n'
-        f"wrk.body = '{body.decode()}'\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-    )
+def _lua_string(data: bytes) -> str:
+    """`data` as a Lua string literal (any bytes: binary bodies too)."""
+    plain = set(range(0x20, 0x7F)) - {ord("\\"), ord('"')}
+    return '"' + "".join(chr(b) if b in plain else f"\\{b:03d}" for b in data) + '"'
+
+
+def run_wrk(
+    url: str, body: bytes, concurrency: int, duration: float, headers: dict[str, str] | None = None
+) -> tuple[float, float, float, int, int]:
+    """POST `body` (JSON unless `headers` say otherwise): (req/s, p50 ms, p99 ms, errors, requests).
+    wrk takes whole seconds."""
+    script = 'wrk.method = "POST"\n' + f"wrk.body = {_lua_string(body)}\n"
+    for name, value in ({"Content-Type": "application/json"} | (headers or {})).items():
+        script += f"wrk.headers[{_lua_string(name.encode())}] = {_lua_string(value.encode())}\n"
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:

@@ -42,3 +42,10 @@ def exported_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pathl
 
     base = tmp_path_factory.mktemp("exported")
     return models.export_all(base)
+
+
+@pytest.fixture
+def versions_src(fixtures_dir: pathlib.Path) -> dict[int, pathlib.Path]:
+    """Half-plus-two SavedModels to publish as versions (all compute y = 0.5x + 2)."""
+    root = fixtures_dir / "saved_model_half_plus_two_2_versions"
+    return {1: root / "00000123", 2: root / "00000124", 3: root / "00000123"}

@@ -3,17 +3,18 @@ Python stubs on a channel, certificates, and a model that runs for as long as it
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import pathlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import httpx
 
-from tests.test_serve_process import ServerProcess, write_model_config
+from tests.servers import ServerProcess, write_model_config
 
 INT32_MAX = 2**31 - 1
 CHANNEL_OPTIONS = [
@@ -49,6 +50,21 @@ def start_server(
         proc.cleanup()
         raise
     return proc
+
+
+@contextlib.contextmanager
+def serving(
+    config_path: pathlib.Path,
+    models: Sequence[tuple[str, pathlib.Path, dict[str, int]]],
+    extra_args: Sequence[str] = (),
+) -> Iterator[ServerProcess]:
+    """`start_server` for a `with` block (a module fixture's body): stopped and cleaned up after."""
+    proc = start_server(config_path, models, extra_args)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+        proc.cleanup()
 
 
 def grpc_target(server: ServerProcess) -> str:

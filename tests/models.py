@@ -167,3 +167,65 @@ EXPORTERS: dict[str, Callable[[pathlib.Path, int], pathlib.Path]] = {
 def export_all(base: pathlib.Path) -> dict[str, pathlib.Path]:
     """Export every test model under `base`; returns name -> version directory."""
     return {name: exporter(base, 1) for name, exporter in EXPORTERS.items()}
+
+
+DTYPES = (
+    "half",
+    "bfloat16",
+    "float32",
+    "float64",
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "string",
+)
+
+
+def export_dtypes(base: pathlib.Path, version: int = 1) -> pathlib.Path:
+    """``dtypes``: a TF2 module for the Open Inference Protocol's datatypes (not in EXPORTERS).
+
+    * ``serving_default``: ``h`` half (None, 2) -> ``doubled`` = 2h (half), ``total`` = sum over
+      axis 1 as float32.
+    * ``identity``: one input per dtype in DTYPES, named after it, shape (None,) -> the same tensor
+      under ``<dtype>_out``; ``string_out`` is the input with b"!" appended, ``bool_out`` negated.
+    * ``scores``: ``x`` float (None, 4) -> ``probabilities`` = softmax(x) (a score tensor for the
+      classification extension).
+    """
+    import tensorflow as tf
+
+    export_dir = _version_dir(base, "dtypes", version)
+
+    def identity(**inputs: tf.Tensor) -> dict[str, tf.Tensor]:
+        out = {f"{name}_out": tf.identity(value) for name, value in inputs.items()}
+        out["string_out"] = tf.strings.join([inputs["string"], "!"])
+        out["bool_out"] = tf.logical_not(inputs["bool"])
+        return out
+
+    specs = [tf.TensorSpec([None], getattr(tf, name), name=name) for name in DTYPES]
+
+    class Dtypes(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.half, name="h")])
+        def half(self, h: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"doubled": h * 2, "total": tf.reduce_sum(tf.cast(h, tf.float32), axis=1)}
+
+        @tf.function(input_signature=specs)
+        def identity(self, *args: tf.Tensor) -> dict[str, tf.Tensor]:
+            return identity(**dict(zip(DTYPES, args, strict=True)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+        def scores(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"probabilities": tf.nn.softmax(x)}
+
+    module = Dtypes()
+    tf.saved_model.save(
+        module,
+        str(export_dir),
+        signatures={"serving_default": module.half, "identity": module.identity, "scores": module.scores},
+    )
+    return export_dir

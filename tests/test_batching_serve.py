@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.test_serve_process import ServerProcess, run_serve
+from tests.servers import ServerProcess, run_serve
 
 pytestmark = pytest.mark.tf
 

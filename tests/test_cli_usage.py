@@ -51,10 +51,11 @@ def test_no_command_accepts_abbreviations(capsys: pytest.CaptureFixture[str]) ->
     for path, parser in _parsers(build_parser()):
         if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
             continue
+        known = {s for a in parser._actions for s in a.option_strings}
         for action in parser._actions:
             for flag in action.option_strings:
-                if not flag.startswith("--") or flag == "--help":
-                    continue
+                if not flag.startswith("--") or flag == "--help" or flag[:-1] in known:
+                    continue  # score's --outputs less its s is --output, a flag of its own
                 with pytest.raises(SystemExit) as exit_info:
                     main([*path, flag[:-1] + "=1"])
                 assert exit_info.value.code == 2

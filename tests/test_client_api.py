@@ -15,7 +15,7 @@ from sigserve.client import Client, ModelMetadata, RestClient
 from sigserve.errors import Code, SigserveError
 from tests.cli import sigserve
 from tests.grpc_servers import fixture_models, grpc_target, start_server
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 TWO_VERSIONS = "saved_model_half_plus_two_2_versions"
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import ROOT, free_port
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 DEMO = ROOT / "examples" / "demo.py"
 NOISE = ("absl::InitializeLog", "oneDNN custom operations", "cpu_feature_guard", "Traceback")

@@ -24,7 +24,7 @@ from tests.grpc_servers import (
     tf_stubs,
     wait_for_metric,
 )
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 TWO_VERSIONS = "saved_model_half_plus_two_2_versions"
 
@@ -264,8 +264,8 @@ def test_grpc_requests_are_counted_with_tf_servings_metric_names(server: ServerP
     rpc_error(stubs.prediction.Predict, x_request("no_such_model"))
     text = metrics_text(server)
     assert (
-        ':tensorflow:serving:request_count{model_name="half_plus_two",status="OK",signature="serving_default"}'
-        in text
+        ':tensorflow:serving:request_count{model_name="half_plus_two",status="OK",signature="serving_default",'
+        'protocol="tfserving"}' in text
     )
     assert 'model_name="no_such_model",status="NOT_FOUND"' in text
     assert 'API="Predict",entrypoint="GRPC"' in text

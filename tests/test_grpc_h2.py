@@ -37,7 +37,7 @@ from tests.grpc_servers import (
     start_server,
     tf_stubs,
 )
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 MAX_RECEIVE = 2 << 20
@@ -103,7 +103,7 @@ def test_table_neutral_never_raises(block: bytes) -> None:
 
 
 def test_a_host_name_is_bound_on_each_of_its_addresses() -> None:
-    from tests.test_serve_process import free_port
+    from tests.servers import free_port
 
     port = free_port()
     sockets = grpc_h2.bind(f"localhost:{port}")

@@ -15,13 +15,15 @@ from typing import Any
 import grpc
 import pytest
 
-from sigserve.protos import MODEL_SERVICE, PREDICTION_SERVICE
+from sigserve.protos import INFERENCE_SERVICE, MODEL_SERVICE, PREDICTION_SERVICE
 from tests.grpc_servers import grpc_target, start_server, tf_stubs
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 HEALTH = "grpc.health.v1.Health"
 V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 V1 = "grpc.reflection.v1.ServerReflection"
+# GRPCInferenceService as open_inference_grpc.proto declares it, in its order.
+V2_METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
 
 
 @pytest.fixture(scope="module", params=["native", "grpcio"])
@@ -53,7 +55,14 @@ def test_reflection_lists_the_services_under_their_wire_names(channel: grpc.Chan
     )
 
     database = ProtoReflectionDescriptorDatabase(channel)
-    assert set(database.get_services()) == {PREDICTION_SERVICE, MODEL_SERVICE, HEALTH, V1ALPHA, V1}
+    assert set(database.get_services()) == {
+        PREDICTION_SERVICE,
+        MODEL_SERVICE,
+        INFERENCE_SERVICE,
+        HEALTH,
+        V1ALPHA,
+        V1,
+    }
 
 
 def test_reflection_describes_tf_servings_services_and_messages(channel: grpc.Channel) -> None:
@@ -83,6 +92,28 @@ def test_reflection_describes_tf_servings_services_and_messages(channel: grpc.Ch
     assert tensor.fields_by_name["float_val"].number == 5
     status = pool.FindServiceByName(MODEL_SERVICE)
     assert [m.name for m in status.methods] == ["GetModelStatus", "HandleReloadConfigRequest"]
+
+
+def test_reflection_describes_the_open_inference_protocol(channel: grpc.Channel) -> None:
+    """GRPCInferenceService and its messages under the protocol's own names (`inference.*`, in
+    `open_inference_grpc.proto`), as a V2 client's grpcurl expects them."""
+    from google.protobuf import descriptor_pool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+    service = pool.FindServiceByName(INFERENCE_SERVICE)
+    assert service.file.name == "open_inference_grpc.proto"
+    assert [(m.name, m.input_type.full_name, m.output_type.full_name) for m in service.methods] == [
+        (name, f"inference.{name}Request", f"inference.{name}Response") for name in V2_METHODS
+    ]
+    infer = pool.FindMessageTypeByName("inference.ModelInferRequest")
+    tensor = infer.fields_by_name["inputs"].message_type
+    assert tensor.full_name == "inference.ModelInferRequest.InferInputTensor"
+    assert infer.fields_by_name["raw_input_contents"].number == 7
+    parameters = infer.fields_by_name["parameters"].message_type.fields_by_name["value"]
+    assert parameters.message_type.full_name == "inference.InferParameter"
 
 
 def test_a_request_built_from_reflection_alone_is_answered(channel: grpc.Channel) -> None:
@@ -130,6 +161,7 @@ def test_v1_reflection_answers_the_same(channel: grpc.Channel) -> None:
     assert {s.name for s in listed.list_services_response.service} == {
         PREDICTION_SERVICE,
         MODEL_SERVICE,
+        INFERENCE_SERVICE,
         HEALTH,
         V1ALPHA,
         V1,

@@ -21,9 +21,9 @@ import pytest
 
 from sigserve.server.http2 import frames as F
 from tests.grpc_servers import grpc_target, start_server, tf_stubs
+from tests.servers import ServerProcess
 from tests.test_grpc_api import x_request
 from tests.test_grpc_h2 import RawH2, frame, grpc_framed, predict_message
-from tests.test_serve_process import ServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import pytest
 
 from sigserve.client import Client
 from tests.grpc_servers import grpc_target, start_server, tf_stubs
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.slow
 

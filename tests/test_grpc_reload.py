@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests.grpc_servers import Stubs, fixture_models, grpc_target, rpc_error, start_server, tf_stubs
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 
 @pytest.fixture(scope="module")

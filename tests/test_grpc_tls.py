@@ -14,7 +14,7 @@ import pytest
 from sigserve.client import Client
 from sigserve.errors import Code, SigserveError
 from tests.grpc_servers import Pki, make_pki, rpc_error, start_server, tf_stubs, write_ssl_config
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,9 @@ TF_FREE = [
     "sigserve.interfaces",
     "sigserve.saved_model",
     "sigserve.codec",
+    "sigserve.codec.v2.rest",
+    "sigserve.codec.v2.grpc",
+    "sigserve.codec.v2.examples",
     "sigserve.client",
     "sigserve.cli",
     "sigserve.manager",
@@ -25,10 +28,12 @@ TF_FREE = [
     # The front ends reach TensorFlow only through the servables the manager loads.
     "sigserve.server.rest",
     "sigserve.server.grpc_server",
+    "sigserve.server.v2_rest",
     "sigserve.server.serve",
     "sigserve.requestlog",
     "sigserve.requestlog.calls",
     "sigserve.requestlog.sinks",
+    "sigserve.openapi",
     "sigserve",
 ]
 SAVED_MODEL_SUBMODULES = [

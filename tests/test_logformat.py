@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from sigserve import logformat
-from tests.test_serve_process import ServerProcess, run_serve
+from tests.servers import ServerProcess, run_serve
 
 TENSORFLOW_CPP_LINE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|[IWEF]\d{4} )")
 

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from sigserve.manager import ServableState
-from tests.test_manager_core import POLL, TWO_VERSIONS, drop_version, model_config, put_version, running
+from tests.manager_helpers import POLL, TWO_VERSIONS, drop_version, model_config, put_version, running
 
 S = ServableState
 CYCLES = 20  # each adds version 2 and removes it again: 40 swaps

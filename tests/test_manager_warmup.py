@@ -15,7 +15,7 @@ import pytest
 
 from sigserve.errors import Code
 from sigserve.manager import LoadRequest, ServableState, ServerCore, tfrecord, warmup
-from tests.test_manager_core import (
+from tests.manager_helpers import (
     POLL,
     Events,
     load,

@@ -21,7 +21,7 @@ ray_serve = pytest.importorskip("sigserve.integrations.ray_serve")
 
 from sigserve.server.options import ServerOptions  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from tests.test_serve_process import write_model_config  # noqa: E402
+from tests.servers import write_model_config  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.tf]
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from tests.grpc_servers import grpc_target, metrics_text, tf_stubs
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 tf = pytest.importorskip("tensorflow")
 

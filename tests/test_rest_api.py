@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.test_serve_process import ServerProcess, write_model_config
+from tests.servers import ServerProcess, write_model_config
 
 MAX_BODY = 1 << 20  # this server's --max_request_body_bytes
 
@@ -286,7 +286,8 @@ def test_head_is_malformed_too(client: httpx.Client) -> None:
 
 
 def test_paths_outside_v1_are_a_plain_404(client: httpx.Client) -> None:
-    for path in ("/", "/v2/models/half_plus_two", "/models/half_plus_two:predict"):
+    # ("/" is sigserve's web console, /v2 the Open Inference Protocol: see their own tests.)
+    for path in ("/v3/models/half_plus_two", "/models/half_plus_two:predict", "/index.html"):
         r = client.get(path)
         assert r.status_code == 404
         assert r.headers["content-type"] != "application/json"
@@ -361,14 +362,17 @@ def test_prometheus_metrics(client: httpx.Client) -> None:
     text = r.text
     assert "# TYPE :tensorflow:serving:request_count counter\n" in text
     assert (
-        ':tensorflow:serving:request_count{model_name="half_plus_two",status="OK",signature="serving_default"}'
-        in text
+        ':tensorflow:serving:request_count{model_name="half_plus_two",status="OK",signature="serving_default",'
+        'protocol="tfserving"}' in text
     )
-    assert ':tensorflow:serving:request_count{model_name="nope",status="NOT_FOUND",signature=""}' in text
+    assert (
+        ':tensorflow:serving:request_count{model_name="nope",status="NOT_FOUND",signature="",'
+        'protocol="tfserving"}' in text
+    )
     assert "# TYPE :tensorflow:serving:request_latency histogram\n" in text
     assert (
         ':tensorflow:serving:request_latency_count{model_name="half_plus_two",API="predict",entrypoint="REST",'
-        'signature="serving_default"}'
+        'signature="serving_default",protocol="tfserving"}'
     ) in text
     assert (
         ':tensorflow:serving:runtime_latency_count{model_name="half_plus_two",API="Predict",runtime="TF1"'

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_serve_process import ServerProcess, write_model_config
+from tests.servers import ServerProcess, write_model_config
 
 pytestmark = pytest.mark.slow
 

@@ -34,14 +34,14 @@ def test_request_count_always_latency_only_on_success() -> None:
     text = m.render().decode()
     assert "# TYPE :tensorflow:serving:request_count counter\n" in text
     assert (
-        ':tensorflow:serving:request_count{model_name="m",status="OK",signature="serving_default"} 2\n'
-        in text
+        ':tensorflow:serving:request_count{model_name="m",status="OK",signature="serving_default",'
+        'protocol="tfserving"} 2\n' in text
     )
     assert (
-        ':tensorflow:serving:request_count{model_name="m",status="NOT_FOUND",signature="serving_default"} 1\n'
-        in text
+        ':tensorflow:serving:request_count{model_name="m",status="NOT_FOUND",signature="serving_default",'
+        'protocol="tfserving"} 1\n' in text
     )
-    labels = 'model_name="m",API="predict",entrypoint="REST",signature="serving_default"'
+    labels = 'model_name="m",API="predict",entrypoint="REST",signature="serving_default",protocol="tfserving"'
     assert f":tensorflow:serving:request_latency_count{{{labels}}} 2\n" in text
     assert f":tensorflow:serving:request_latency_sum{{{labels}}} 3000\n" in text
     assert f':tensorflow:serving:request_latency_bucket{{{labels},le="+Inf"}} 2\n' in text

@@ -19,7 +19,6 @@ pa = pytest.importorskip("pyarrow")
 
 from sigserve.errors import Code, SigserveError  # noqa: E402
 from sigserve.integrations import columns, scoring  # noqa: E402
-from sigserve.manager import tfrecord  # noqa: E402
 from sigserve.protos import example_pb2, types_pb2  # noqa: E402
 
 # -- columns ----------------------------------------------------------------------------------------
@@ -112,19 +111,6 @@ def test_bfloat16_outputs_widen_to_float32() -> None:
 
     column = columns.to_column(np.array([1.5, 2.0], ml_dtypes.bfloat16), 2, "b")
     assert column.type == pa.float32() and column.to_pylist() == [1.5, 2.0]
-
-
-# -- TFRecord CRCs ----------------------------------------------------------------------------------
-
-
-@settings(max_examples=100, deadline=None)
-@given(st.binary(max_size=300), st.integers(0, 2**32 - 1))
-def test_fast_crc32c_equals_the_reference(data: bytes, start: int) -> None:
-    assert tfrecord.crc32c(data, start) == tfrecord.crc32c_python(data, start)
-
-
-def test_reference_crc32c_known_value() -> None:
-    assert tfrecord.crc32c_python(b"123456789") == 0xE3069283
 
 
 # -- planning ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 
 def test_readyz_is_503_until_the_model_is_available(

@@ -27,11 +27,10 @@ from sigserve.errors import Code, SigserveError
 from sigserve.manager import ManualClock, ServableState
 from sigserve.service import Metrics
 from tests.conftest import free_port
-from tests.test_manager_core import (
+from tests.manager_helpers import (
     FAST,
     POLL,
     POLL_WAIT,
-    TWO_VERSIONS,
     Attempts,
     model_config,
     raises,
@@ -39,7 +38,7 @@ from tests.test_manager_core import (
     served_version,
     status_of,
 )
-from tests.test_serve_process import ROOT, ServerProcess
+from tests.servers import ROOT, ServerProcess
 
 pytest.importorskip("s3fs", reason="needs sigserve[s3]")
 moto_server = pytest.importorskip("moto.server", reason="needs moto[server]")
@@ -114,12 +113,6 @@ def s3() -> Iterator[S3]:
         client = boto3.client("s3", endpoint_url=endpoint)
         yield S3(endpoint, env, client)
     server.stop()
-
-
-@pytest.fixture
-def versions_src(fixtures_dir: pathlib.Path) -> dict[int, pathlib.Path]:
-    root = fixtures_dir / TWO_VERSIONS
-    return {1: root / "00000123", 2: root / "00000124"}
 
 
 def cached_versions(cache: pathlib.Path) -> list[str]:

@@ -25,7 +25,7 @@ import pytest
 from sigserve.saved_model import loader
 from tests.conftest import ROOT, free_port
 from tests.grpc_servers import grpc_target, start_server
-from tests.test_serve_process import ServerProcess
+from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.slow
 

@@ -75,6 +75,8 @@ class Client:
     signature's dtype where the cast is same-kind (a float64 array or `[[1.0]]` for a DT_FLOAT input),
     as the REST API, `sigserve predict` and `sigserve.load` do; the dtypes come from the model's
     metadata, read once per model/version/label and cached. TensorProtos are sent exactly as given.
+    `token`: an access token for a server started with `--auth_token_file` (sent as the metadata
+    `authorization: Bearer <token>`).
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class Client:
         options: Sequence[tuple[str, Any]] = (),
         timeout: float | None = None,
         compression: grpc.Compression | None = None,
+        token: str | None = None,
     ) -> None:
         from sigserve.codec import tensor as codec_tensor
 
@@ -108,6 +111,8 @@ class Client:
             )
         self._methods: dict[str, Any] = {}
         self._signatures = _common.SignatureCache(self._metadata_or_none)
+        # Sent with every call: a server started with --auth_token_file checks it.
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -133,7 +138,9 @@ class Client:
             )
             self._methods[path] = stub
         try:
-            return stub(request, timeout=self.timeout if timeout is None else timeout)
+            return stub(
+                request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata
+            )
         except grpc.RpcError as e:
             raise error_from_rpc(e, self.target) from None
 

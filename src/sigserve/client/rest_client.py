@@ -201,6 +201,8 @@ class RestClient:
 
     `timeout` is the default per-request timeout in seconds (None: wait forever). Server errors are
     raised as `SigserveError`; the code is derived from the HTTP status (400 → INVALID_ARGUMENT, ...).
+    `token`: an access token for a server started with `--auth_token_file` (sent as
+    `Authorization: Bearer <token>`).
     """
 
     def __init__(
@@ -211,12 +213,18 @@ class RestClient:
         headers: Mapping[str, str] | None = None,
         verify: Any = True,
         client: httpx.Client | None = None,
+        token: str | None = None,
     ) -> None:
         # "localhost:8501" as `sigserve predict --rest --server` takes it: plain HTTP.
         self.base_url = (base_url if "://" in base_url else "http://" + base_url).rstrip("/")
         self.timeout = timeout
+        all_headers = dict(headers or {})
+        if token:
+            all_headers["Authorization"] = f"Bearer {token}"
+        if client is not None and token:
+            client.headers["Authorization"] = f"Bearer {token}"
         self._http = client or httpx.Client(
-            base_url=self.base_url, timeout=timeout, headers=dict(headers or {}), verify=verify
+            base_url=self.base_url, timeout=timeout, headers=all_headers, verify=verify
         )
         self._signatures = _common.SignatureCache(self.metadata)
 

@@ -52,6 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
     p.add_argument("--ca_file", "--ca-file", dest="ca_file", help="PEM CA certificate: use TLS (gRPC)")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("SIGSERVE_TOKEN") or None,
+        help="access token for a server run with --auth_token_file (default: $SIGSERVE_TOKEN, "
+        "which keeps it off the process list)",
+    )
 
 
 def parse_input(spec: str) -> tuple[str, Any, bool]:
@@ -128,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     )
     client: Any
     if args.rest:
-        client = RestClient(args.server, timeout=args.timeout)
+        client = RestClient(args.server, timeout=args.timeout, token=args.token)
     else:
         credentials = None
         if args.ca_file:
@@ -139,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
                     credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
             except OSError as e:
                 raise invalid_argument(f"--ca_file {args.ca_file}: {e.strerror}") from None
-        client = Client(args.server, credentials=credentials, timeout=args.timeout)
+        client = Client(args.server, credentials=credentials, timeout=args.timeout, token=args.token)
     with client:
         meta = client.metadata(args.model, version=args.version, label=args.label)
         signature = check_inputs(meta, args.signature_name or "serving_default", [a for a, _, _ in parsed])

@@ -57,7 +57,13 @@ def add_parser(subparsers: Any) -> None:
     )
     model.add_argument("--dir", help="one SavedModel directory (the one holding saved_model.pb)")
     p.add_argument("--model_version", type=int, help="with --model_base_path: this version, not the highest")
-    p.add_argument("--signature_def", "--signature-def", dest="signature_def", default="serving_default")
+    p.add_argument(
+        "--signature_def",
+        "--signature-def",
+        dest="signature_def",
+        default="serving_default",
+        help="signature key to run (default serving_default)",
+    )
     p.add_argument(
         "--tag_set", "--tag-set", dest="tag_set", default="serve", help="comma-separated (default serve)"
     )
@@ -72,10 +78,15 @@ def add_parser(subparsers: Any) -> None:
         "--input-format",
         dest="input_format",
         choices=("parquet", "csv", "json", "numpy", "tfrecords"),
+        help="default: from --input's extension (.parquet, .csv, .json/.jsonl, .npy, .tfrecord)",
     )
     p.add_argument("--output", required=True, help="directory to write (format from its extension)")
     p.add_argument(
-        "--output_format", "--output-format", dest="output_format", choices=("parquet", "csv", "json")
+        "--output_format",
+        "--output-format",
+        dest="output_format",
+        choices=("parquet", "csv", "json"),
+        help="default: from --output's extension, else parquet",
     )
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     p.add_argument("--input_map", "--input-map", dest="input_map", type=_pairs, help="x=col,y=col2")

@@ -86,6 +86,11 @@ HELP: dict[str, str] = {
     "ModelServerConfig as gRPC HandleReloadConfigRequest does (default off)",
     "log_format": "the server's own log: text (default) or json (one object per line with time, level, "
     "logger, message, model, version, request_id)",
+    "auth_token_file": "require an access token on every REST and gRPC API call: a file with one "
+    "token per line, re-read when it changes (clients send 'Authorization: Bearer <token>'); "
+    "/healthz, /readyz and gRPC health stay open",
+    "public_metrics": "with --auth_token_file, leave the Prometheus page open for scrapers",
+    "disable_web_console": "do not serve the web console at / and /ui",
 }
 
 

@@ -14,9 +14,13 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from sigserve.errors import Code, SigserveError
-from sigserve.protos import MODEL_SERVICE, PREDICTION_SERVICE
+from sigserve.protos import INFERENCE_SERVICE, MODEL_SERVICE, PREDICTION_SERVICE
 from sigserve.server.grpc_handlers import PredictionServices
+from sigserve.server.v2 import PROTOCOL as V2
+from sigserve.server.v2 import OpenInference
+from sigserve.server.v2_grpc import InferenceServices
 from sigserve.service import CallContext
+from sigserve.service.metrics import PROTOCOL_TFSERVING
 
 logger = logging.getLogger("sigserve.grpc")
 
@@ -34,16 +38,17 @@ class Method:
     256 MB request, TensorFlow and serializing the answer would otherwise stall every connection.
     `inline`, if set, is tried on the event loop first and returns None (having done nothing) to send
     the call to the pool: for a step of a few µs the hop to a worker and back costs more than the call.
-    `api` is the method's name, the request metrics' API label; the transport builds each call's
-    `CallContext` (`context`) from the client's deadline and metadata."""
+    `api` is the method's name, the request metrics' API label, `protocol` their protocol label; the
+    transport builds each call's `CallContext` (`context`) from the client's deadline and metadata."""
 
     body: Body
     inline: InlineBody | None = None
     api: str = ""
+    protocol: str = PROTOCOL_TFSERVING
 
     def context(self, timeout: float | None, metadata: Mapping[str, str] = _NO_METADATA) -> CallContext:
         """The call's context: `timeout` is the seconds left before the client's deadline, or None."""
-        return CallContext("GRPC", self.api, timeout, metadata=metadata)
+        return CallContext("GRPC", self.api, timeout, metadata=metadata, protocol=self.protocol)
 
 
 @dataclass(frozen=True)
@@ -92,21 +97,36 @@ def rpc_status(error: BaseException) -> tuple[int, str]:
 
 
 def method_table(services: PredictionServices) -> dict[str, dict[str, Method]]:
-    """{service name: {method name: Method}} for PredictionService and ModelService. Predict,
-    Classify and Regress are counted in the request metrics (by the service), as in TF Serving's
-    prediction_service_impl.cc; the others are not."""
+    """{service name: {method name: Method}} for PredictionService, ModelService and the Open Inference
+    Protocol's GRPCInferenceService. Predict, Classify, Regress and ModelInfer are counted in the
+    request metrics (by the service), as in TF Serving's prediction_service_impl.cc; the others are
+    not. Every body first checks the call's access token (`PredictionService.guard`, a no-op without
+    --auth_token_file) except the probes: V2's ServerLive/ServerReady/ModelReady, like gRPC health,
+    stay open."""
+    guard = services.service.guard
+    v2 = InferenceServices(OpenInference(services.service))
     return {
         PREDICTION_SERVICE: {
-            "Classify": Method(services.classify, api="Classify"),
-            "Regress": Method(services.regress, api="Regress"),
-            "Predict": Method(services.predict, services.predict_inline, api="Predict"),
-            "MultiInference": Method(services.multi_inference, api="MultiInference"),
-            "GetModelMetadata": Method(services.get_model_metadata, api="GetModelMetadata"),
+            "Classify": Method(guard(services.classify), api="Classify"),
+            "Regress": Method(guard(services.regress), api="Regress"),
+            "Predict": Method(guard(services.predict), guard(services.predict_inline), api="Predict"),
+            "MultiInference": Method(guard(services.multi_inference), api="MultiInference"),
+            "GetModelMetadata": Method(guard(services.get_model_metadata), api="GetModelMetadata"),
         },
         MODEL_SERVICE: {
-            "GetModelStatus": Method(services.get_model_status, api="GetModelStatus"),
+            "GetModelStatus": Method(guard(services.get_model_status), api="GetModelStatus"),
             "HandleReloadConfigRequest": Method(
-                services.handle_reload_config_request, api="HandleReloadConfigRequest"
+                guard(services.handle_reload_config_request), api="HandleReloadConfigRequest"
+            ),
+        },
+        INFERENCE_SERVICE: {
+            "ServerLive": Method(v2.server_live, api="ServerLive", protocol=V2),
+            "ServerReady": Method(v2.server_ready, api="ServerReady", protocol=V2),
+            "ModelReady": Method(v2.model_ready, api="ModelReady", protocol=V2),
+            "ServerMetadata": Method(guard(v2.server_metadata), api="ServerMetadata", protocol=V2),
+            "ModelMetadata": Method(guard(v2.model_metadata), api="ModelMetadata", protocol=V2),
+            "ModelInfer": Method(
+                guard(v2.model_infer), guard(v2.model_infer_inline), api="ModelInfer", protocol=V2
             ),
         },
     }

@@ -3,13 +3,16 @@
 
 sigserve's messages live in the proto package `sigserve.tensorflow[.serving]` (so that sigserve,
 TensorFlow and tensorflow-serving-api share one process), but on the wire they are TF Serving's
-`tensorflow.serving.*` messages: same field numbers, only the names differ. Reflection must describe
+`tensorflow.serving.*` messages: same field numbers, only the names differ (and the Open Inference
+Protocol's `sigserve.inference.*` are its `inference.*`). Reflection must describe
 the wire, so the descriptors it serves are ours renamed: package `sigserve.tensorflow...` ->
 `tensorflow...`, file `sigserve/protos/predict.proto` -> `tensorflow_serving/apis/predict.proto`
-(TF Serving's own paths), every type reference likewise. They go into a pool of their own, never the
+(TF Serving's own paths), `sigserve/protos/open_inference.proto` -> `open_inference_grpc.proto` (the
+protocol's), every type reference likewise. They go into a pool of their own, never the
 default one, where tensorflow-serving-api may have registered the same names. The services
-themselves (`prediction_service.proto`, `model_service.proto`) are declared here, as TF Serving
-declares them; sigserve routes by method path and has no generated service code.
+themselves (`prediction_service.proto`, `model_service.proto`, `GRPCInferenceService`) are declared
+here, as TF Serving and the protocol declare them; sigserve routes by method path and has no
+generated service code.
 
 The answering is grpcio-reflection's own servicer (`ReflectionServicer`), fed one request at a
 time; v1 and v1alpha messages have the same fields, so one servicer answers both.
@@ -24,7 +27,7 @@ from collections.abc import AsyncIterator, Iterable
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 from sigserve.errors import invalid_argument
-from sigserve.protos import MODEL_SERVICE, PREDICTION_SERVICE
+from sigserve.protos import INFERENCE_SERVICE, MODEL_SERVICE, PREDICTION_SERVICE
 from sigserve.server.grpc_methods import StreamMethod
 from sigserve.service import CallContext
 
@@ -56,6 +59,8 @@ _TF_DIRS = {
     ),
 }
 _TF_PATH = {base: directory + base + ".proto" for directory, bases in _TF_DIRS.items() for base in bases}
+# The Open Inference Protocol declares its messages and service in one file of that name.
+_TF_PATH["open_inference"] = "open_inference_grpc.proto"
 
 # The two services as TF Serving declares them: (method, request, response), in its order.
 _SERVICE_FILES = {
@@ -80,6 +85,8 @@ _SERVICE_FILES = {
     ),
 }
 
+# GRPCInferenceService's methods in the protocol's order; each takes <name>Request, answers <name>Response.
+_V2_METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
 
 # The files that declare the services' messages; their imports come with them.
 _MESSAGE_FILES = (
@@ -135,16 +142,34 @@ def wire_file(proto: descriptor_pb2.FileDescriptorProto) -> descriptor_pb2.FileD
     return out
 
 
-def _service_file(service: str) -> descriptor_pb2.FileDescriptorProto:
-    path, imports, methods = _SERVICE_FILES[service]
+def _declare_service(
+    proto: descriptor_pb2.FileDescriptorProto, service: str, methods: Iterable[tuple[str, str, str]]
+) -> None:
+    """Add `service` (a full name in `proto`'s package) with its (method, request, response)s."""
     package, _, name = service.rpartition(".")
-    proto = descriptor_pb2.FileDescriptorProto(name=path, package=package, syntax="proto3")
-    proto.dependency.extend(_TF_PATH.get(base, f"tensorflow_serving/apis/{base}.proto") for base in imports)
     declared = proto.service.add(name=name)
     for method, request, response in methods:
         declared.method.add(
             name=method, input_type=f".{package}.{request}", output_type=f".{package}.{response}"
         )
+
+
+def _service_file(service: str) -> descriptor_pb2.FileDescriptorProto:
+    path, imports, methods = _SERVICE_FILES[service]
+    proto = descriptor_pb2.FileDescriptorProto(name=path, package=service.rpartition(".")[0], syntax="proto3")
+    proto.dependency.extend(_TF_PATH.get(base, f"tensorflow_serving/apis/{base}.proto") for base in imports)
+    _declare_service(proto, service, methods)
+    return proto
+
+
+def _inference_file() -> descriptor_pb2.FileDescriptorProto:
+    """The Open Inference Protocol's file as the protocol publishes it: its messages and the service."""
+    from sigserve.protos import open_inference_pb2
+
+    proto = descriptor_pb2.FileDescriptorProto()
+    open_inference_pb2.DESCRIPTOR.CopyToProto(proto)
+    proto = wire_file(proto)
+    _declare_service(proto, INFERENCE_SERVICE, [(m, m + "Request", m + "Response") for m in _V2_METHODS])
     return proto
 
 
@@ -165,8 +190,8 @@ def _add_with_dependencies(
 
 @functools.cache
 def wire_pool() -> descriptor_pool.DescriptorPool:
-    """TF Serving's services and messages (renamed from ours), gRPC health, and reflection itself
-    (v1alpha, and v1 as its copy under the v1 package)."""
+    """TF Serving's services and messages and the Open Inference Protocol's (renamed from ours), gRPC
+    health, and reflection itself (v1alpha, and v1 as its copy under the v1 package)."""
     from grpc_health.v1 import health_pb2
     from grpc_reflection.v1alpha import reflection_pb2
 
@@ -177,6 +202,7 @@ def wire_pool() -> descriptor_pool.DescriptorPool:
         _add_with_dependencies(pool, module.DESCRIPTOR, added, rename=True)
     for service in _SERVICE_FILES:
         pool.Add(_service_file(service))
+    pool.Add(_inference_file())
     _add_with_dependencies(pool, health_pb2.DESCRIPTOR, added, rename=False)
     _add_with_dependencies(pool, reflection_pb2.DESCRIPTOR, added, rename=False)
     v1 = descriptor_pb2.FileDescriptorProto()

@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 
 from sigserve.errors import invalid_argument, unavailable
-from sigserve.protos import MODEL_SERVICE, PREDICTION_SERVICE
+from sigserve.protos import INFERENCE_SERVICE, MODEL_SERVICE, PREDICTION_SERVICE
 from sigserve.server import grpc_reflection, health_service
 from sigserve.server.grpc_handlers import PredictionServices
 from sigserve.server.grpc_methods import Method, StreamMethod, call_method, method_table, rpc_status
@@ -298,7 +298,14 @@ class GrpcServer:
 
 
 NATIVE_CHANNEL_ARGUMENTS = frozenset({*LIMIT_KEYS, "grpc.so_reuseport"})
-HEALTH_SERVICE_NAMES = ["", "ModelService", "PredictionService", MODEL_SERVICE, PREDICTION_SERVICE]
+HEALTH_SERVICE_NAMES = [
+    "",
+    "ModelService",
+    "PredictionService",
+    MODEL_SERVICE,
+    PREDICTION_SERVICE,
+    INFERENCE_SERVICE,
+]
 
 
 def create_server(service: PredictionService, options: ServerOptions) -> Any:

@@ -71,6 +71,11 @@ class ServerOptions:
     # Model management over REST (sigserve extension): POST/GET /v1/config.
     enable_model_management_api: bool = False
 
+    # Access and documentation (sigserve's own).
+    auth_token_file: str = ""  # tokens, one per line; every API call then needs one
+    public_metrics: bool = False  # with auth on, leave the Prometheus page open
+    disable_web_console: bool = False
+
 
 def worker_threads(configured: int) -> int:
     """A front end's pool size: `configured` when set, else TF Serving's default of 4 x CPUs

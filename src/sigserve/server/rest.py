@@ -7,9 +7,17 @@ bodies, metadata, classify/regress, slow models, batching) runs in a bounded thr
 TensorFlow call is known to take well under the cost of the hop to the pool runs on the loop itself
 (`inline.py` has the rules and the measurements behind them).
 
-Paths: `/v1/...` is the TF Serving API; `/healthz` (alive), `/readyz` (every configured model has an
+Paths: `/v1/...` is the TF Serving API; `/v2` and `/v2/...` the Open Inference Protocol (`v2_rest.py`,
+over the same service); `/healthz` (alive), `/readyz` (every configured model has an
 AVAILABLE version) and the Prometheus page (`--monitoring_config_file`) are exact-path handlers that
-take priority, as TF Serving's metrics page does. Anything else is a plain 404, not JSON (as libevent).
+take priority, as TF Serving's metrics page does. sigserve adds `/openapi.json` and
+`/v1/models/<m>[/versions/<v>]/openapi.json` (documents built from the served signatures, `openapi/`)
+and the web console at `/` and `/ui` (`console/`, off with --disable_web_console). Anything else is
+a plain 404, not JSON (as libevent).
+
+With --auth_token_file, every API path (and the metrics page, unless --public_metrics) asks the
+service's token check first; the probes, CORS preflights and the console's static files stay open
+(the page asks for the token itself).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import concurrent.futures
 import logging
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -45,7 +53,16 @@ _CORS = (
     (b"access-control-allow-methods", b"POST, GET"),
     (b"access-control-allow-headers", b"Content-Type"),
 )
+_CORS_AUTH = (*_CORS[:2], (b"access-control-allow-headers", b"Content-Type, Authorization"))
+_CHALLENGE = (b"www-authenticate", b'Bearer realm="sigserve"')
+# The console's files: nothing but this server's own scripts and styles may run or load.
+_STATIC_HEADERS = (
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-cache"),
+)
 _MAX_CACHED_URLS = 1024
+T = TypeVar("T")
 _NOT_FOUND_BODY = b"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>"
 
 
@@ -119,7 +136,15 @@ class RestApp:
         timeout_ms = int(options.rest_api_timeout_in_ms)
         self.timeout: float | None = timeout_ms / 1000.0 if timeout_ms > 0 else None
         self.cors = bool(options.rest_api_enable_cors_support)
-        self.headers: tuple[tuple[bytes, bytes], ...] = (_JSON, *_CORS) if self.cors else (_JSON,)
+        self.auth = service.authenticator is not None
+        self.cors_headers = (_CORS_AUTH if self.auth else _CORS) if self.cors else ()
+        self.headers: tuple[tuple[bytes, bytes], ...] = (_JSON, *self.cors_headers)
+        self.public_metrics = bool(options.public_metrics)
+        self.console: dict[str, tuple[bytes, bytes]] | None = None
+        if not options.disable_web_console:
+            from sigserve import console
+
+            self.console = console.assets()
         self._deadline_text = (
             f"Deadline exceeded: the request took longer than --rest_api_timeout_in_ms="
             f"{options.rest_api_timeout_in_ms}"
@@ -137,6 +162,9 @@ class RestApp:
 
         self._json = codec_json
         self._example = codec_example
+        from sigserve.server.v2_rest import V2Routes
+
+        self.v2 = V2Routes(self)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
@@ -166,6 +194,8 @@ class RestApp:
         method: str = scope["method"]
 
         if self.metrics_path is not None and path_only == self.metrics_path:
+            if self.auth and not self.public_metrics and not await self._authenticated(scope, send, False):
+                return
             await self._prometheus(path_only, query, send)
             return
         if path_only == "/healthz" and not query:
@@ -174,11 +204,34 @@ class RestApp:
         if path_only == "/readyz" and not query:
             await self._readyz(send)
             return
+        if method == "GET" and not query:
+            asset = self.console.get(path_only) if self.console is not None else None
+            if asset is not None:
+                await _respond(send, 200, asset[1], ((b"content-type", asset[0]), *_STATIC_HEADERS))
+                return
+            if path_only == "/openapi.json":
+                if self.auth and not await self._authenticated(scope, send, True):
+                    return
+                await self._server_document(send)
+                return
 
         if path_only == rest_config.PATH and self.management:
+            if self.auth and not await self._authenticated(scope, send, True):
+                return
             await self._config(scope, receive, send, method)
             return
 
+        if path_only == "/v2" or path_only.startswith("/v2/"):
+            if method == "OPTIONS":
+                await self._preflight(scope, send)
+                return
+            # V2's probes (server live/ready, model ready) stay open, as /healthz and /readyz do.
+            probe = path_only.startswith("/v2/health/") or path_only.endswith("/ready")
+            if self.auth and not probe and not await self._authenticated(scope, send, True):
+                return
+            status, headers, body = await self.v2.handle(scope, receive, method, path_only)
+            await _respond(send, status, body, headers)
+            return
         full_path = path_only + ("?" + query.decode("latin-1") if query else "")
         if not urls.is_api_path(full_path):
             await _respond(send, 404, _NOT_FOUND_BODY, ((b"content-type", b"text/html"),))
@@ -186,7 +239,30 @@ class RestApp:
         if method == "OPTIONS":
             await self._preflight(scope, send)
             return
+        if self.auth and not await self._authenticated(scope, send, True):
+            return
         await self._api(scope, receive, send, method, full_path)
+
+    async def _authenticated(self, scope: Scope, send: Send, json: bool) -> bool:
+        """The service's token check on this request's Authorization header; on failure answers 401
+        (`{"error": ...}`, or text for the metrics page) with a Bearer challenge and returns False.
+        Refused calls are not counted in the request metrics (no model was named yet), on any
+        protocol."""
+        metadata: dict[str, str] = {}
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                metadata["authorization"] = value.decode("latin-1")
+                break
+        try:
+            self.service.authenticate(CallContext("REST", "", metadata=metadata))
+        except SigserveError as e:
+            if json:
+                body, kind = self._json.encode_error(e.message), _JSON
+            else:
+                body, kind = e.message.encode(), (b"content-type", b"text/plain; charset=utf-8")
+            await _respond(send, http_status(e.code), body, (kind, _CHALLENGE, *self.cors_headers))
+            return False
+        return True
 
     # -- /v1 -------------------------------------------------------------------------------------
 
@@ -231,7 +307,7 @@ class RestApp:
         self._calls[(method, full_path)] = call
         return call
 
-    async def _in_pool(self, ctx: CallContext, fn: Callable[..., bytes], *args: Any) -> bytes:
+    async def _in_pool(self, ctx: CallContext, fn: Callable[..., T], *args: Any) -> T:
         future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         try:
             return await asyncio.wait_for(future, ctx.timeout)
@@ -298,6 +374,8 @@ class RestApp:
         if kind == "status":
             # A label does not narrow the status (TF Serving ignores it); a version does.
             return rest_metadata.status_json(self.service.model_status(ctx, call.model_name, call.version))
+        if kind == "openapi":
+            return self._model_document(ctx, call)
         metadata = self.service.model_metadata(ctx, ModelSpec(call.model_name, call.version, call.label))
         return rest_metadata.metadata_json(metadata.name, metadata.version, metadata.signatures)
 
@@ -323,6 +401,53 @@ class RestApp:
         regression, _ = self.service.regress(ctx, spec, request.input)
         return self._json.encode_regress(regression)
 
+    # -- OpenAPI documents -----------------------------------------------------------------------
+
+    def _document_options(self) -> Any:
+        from sigserve import __version__, openapi
+
+        return openapi.Options(
+            method_name_check=bool(self.options.enable_signature_method_name_check),
+            auth=self.auth,
+            public_metrics=self.public_metrics,
+            metrics_path=self.metrics_path,
+            version=__version__,
+        )
+
+    def _model_document(self, ctx: CallContext, call: urls.ApiCall) -> bytes:
+        """`/v1/models/<m>[/versions/<v> | /labels/<l>]/openapi.json`, built from what is served now
+        (so it follows hot reloads): the model's latest and every version, or the one named."""
+        from sigserve import openapi
+
+        # Resolving first gives TF Serving's errors for a model, version or label that is not served.
+        resolved = self.service.model_metadata(ctx, ModelSpec(call.model_name, call.version, call.label))
+        versions = self.service.served_versions(call.model_name).get(call.model_name) or [resolved]
+        model = openapi.ServedModel(
+            call.model_name, [openapi.ServedVersion(m.version, m.signatures) for m in versions]
+        )
+        explicit = None if call.version is None and call.label is None else resolved.version
+        return orjson.dumps(openapi.model_document(model, explicit, self._document_options()))
+
+    def _server_document_bytes(self) -> bytes:
+        from sigserve import openapi
+
+        models = [
+            openapi.ServedModel(name, [openapi.ServedVersion(m.version, m.signatures) for m in versions])
+            for name, versions in self.service.served_versions().items()
+        ]
+        return orjson.dumps(openapi.server_document(models, self._document_options()))
+
+    async def _server_document(self, send: Send) -> None:
+        """`/openapi.json`: every served model, as served now."""
+        loop = asyncio.get_running_loop()
+        try:
+            body = await loop.run_in_executor(self.executor, self._server_document_bytes)
+        except Exception as e:  # a bug: answer INTERNAL and keep serving
+            logger.exception("Unexpected error building /openapi.json")
+            await _respond(send, 500, self._json.encode_error(f"Internal error: {e}"), self.headers)
+            return
+        await _respond(send, 200, body, self.headers)
+
     # -- exact-path handlers ---------------------------------------------------------------------
 
     async def _config(self, scope: Scope, receive: Receive, send: Send, method: str) -> None:
@@ -333,7 +458,6 @@ class RestApp:
         }
         content_type = b"application/json"
         try:
-            self._authorize_management(headers)
             loop = asyncio.get_running_loop()
             if method == "GET":
                 config = await loop.run_in_executor(self.executor, self.service.current_config)
@@ -358,12 +482,6 @@ class RestApp:
             status, out = 500, self._json.encode_error(f"Internal error: {type(e).__name__}: {e}")
         await _respond(send, status, out, ((b"content-type", content_type),))
 
-    def _authorize_management(self, headers: dict[str, str]) -> None:
-        """Seam for the server's auth token (`--auth_token_file`, being added separately): once it
-        exists, /v1/config must pass the same check as every other guarded call, through the service.
-        Until then the endpoint is guarded only by being off by default."""
-        del headers
-
     async def _preflight(self, scope: Scope, send: Send) -> None:
         """OPTIONS on /v1: a CORS preflight. 200 when `Origin` is an http(s) URL, else 400; no body."""
         origin = b""
@@ -372,7 +490,7 @@ class RestApp:
                 origin = value
                 break
         ok = origin.lower().startswith((b"http://", b"https://"))
-        await _respond(send, 200 if ok else 400, b"", _CORS if self.cors else ())
+        await _respond(send, 200 if ok else 400, b"", self.cors_headers)
 
     async def _prometheus(self, path: str, query: bytes, send: Send) -> None:
         headers = ((b"content-type", b"text/plain; version=0.0.4"),)

@@ -92,6 +92,15 @@ def metrics_path(options: ServerOptions) -> str | None:
     return config.prometheus_config.path or DEFAULT_METRICS_PATH
 
 
+def make_authenticator(options: ServerOptions) -> Any:
+    """The access tokens of --auth_token_file (None: the API is open, as TF Serving's)."""
+    if not options.auth_token_file:
+        return None
+    from sigserve.server.auth import TokenFile
+
+    return TokenFile(options.auth_token_file)
+
+
 def validate(options: ServerOptions) -> None:
     """The start-up checks of TF Serving's server.cc, with its messages."""
     if options.batching_parameters_file and not options.enable_batching:
@@ -216,7 +225,9 @@ def build(options: ServerOptions) -> ServerParts:
     scheduler = make_batch_scheduler(options, registry=metrics.registry)
     core = make_core(options, config, make_loader(options, scheduler), metrics)
     request_logger = make_request_logger(options, config, metrics)
-    service = PredictionService(core, metrics, observer=request_logger)
+    service = PredictionService(
+        core, metrics, observer=request_logger, authenticator=make_authenticator(options)
+    )
     return ServerParts(
         options,
         config,

@@ -20,7 +20,7 @@ _POST = re.compile(
     re.IGNORECASE | re.ASCII,
 )
 _GET = re.compile(
-    r"/v1/models(?:/([^/:]+))?(?:/versions/([0-9]+)|/labels/([^/:]+))?(?:/(metadata))?",
+    r"/v1/models(?:/([^/:]+))?(?:/versions/([0-9]+)|/labels/([^/:]+))?(?:/(metadata|openapi\.json))?",
     re.IGNORECASE | re.ASCII,
 )
 _INT64_MAX = 2**63 - 1
@@ -29,7 +29,8 @@ VERBS = ("predict", "classify", "regress")
 
 @dataclasses.dataclass(frozen=True)
 class ApiCall:
-    """One parsed /v1 call. `kind` is `status`, `metadata`, `predict`, `classify` or `regress`."""
+    """One parsed /v1 call. `kind` is `status`, `metadata`, `predict`, `classify`, `regress` or
+    `openapi` (sigserve's `GET /v1/models/<name>[/versions/<v>]/openapi.json`)."""
 
     kind: str
     model_name: str
@@ -75,6 +76,10 @@ def parse(method: str, path: str) -> ApiCall:
         if tail not in VERBS:  # the regex is case-insensitive, the dispatch is not
             raise malformed(method, path)
         return ApiCall(tail, name, version, label)
+    if tail is not None and tail.lower() == "openapi.json":
+        if tail != "openapi.json" or not name:  # not a TF Serving path: no case-folding quirk to keep
+            raise malformed(method, path)
+        return ApiCall("openapi", name, version, label)
     kind = "metadata" if tail == "metadata" else "status"
     return ApiCall(kind, name, version, label)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sigserve.service.calls import (
     DEFAULT_SIGNATURE,
     AnsweredCall,
+    Authenticator,
     CallContext,
     CallObserver,
     Inputs,
@@ -28,6 +29,7 @@ from sigserve.service.prediction import PredictionService, model_spec_of
 __all__ = [
     "DEFAULT_SIGNATURE",
     "AnsweredCall",
+    "Authenticator",
     "CallContext",
     "CallObserver",
     "InlinePolicy",

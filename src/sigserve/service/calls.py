@@ -47,7 +47,7 @@ class CallContext:
     the request's headers or gRPC metadata, lower-case names. The service fills `model_name` and
     `signature` as it resolves them, so a failure is counted under what was known by then.
     `deadline_message` is the protocol's text for a missed deadline (TF Serving's REST and gRPC texts
-    differ).
+    differ). `protocol` labels the request metrics: `tfserving` (TF Serving's APIs) or `v2`.
     """
 
     __slots__ = (
@@ -56,6 +56,7 @@ class CallContext:
         "entrypoint",
         "metadata",
         "model_name",
+        "protocol",
         "signature",
         "started",
         "timeout",
@@ -71,6 +72,7 @@ class CallContext:
         metadata: Mapping[str, str] = _NO_METADATA,
         started: float | None = None,
         deadline_message: str = "Deadline Exceeded",
+        protocol: str = "tfserving",
     ) -> None:
         self.entrypoint = entrypoint
         self.api = api
@@ -80,6 +82,7 @@ class CallContext:
         self.metadata = metadata
         self.started = time.perf_counter() if started is None else started
         self.deadline_message = deadline_message
+        self.protocol = protocol
 
     def overdue(self) -> bool:
         return self.timeout is not None and time.perf_counter() - self.started > self.timeout
@@ -95,6 +98,13 @@ class Inputs(Protocol):
     TF Serving's REST text, a gRPC one its gRPC text) and returns tensors keyed by input alias."""
 
     def decode(self, servable: Servable, signature_name: str) -> Mapping[str, np.ndarray]: ...
+
+
+class Authenticator(Protocol):
+    """Decides whether a call may run, from its `authorization` header / metadata value (None when
+    absent); raises UNAUTHENTICATED if not (`sigserve.server.auth.TokenFile`)."""
+
+    def check(self, header: str | None) -> None: ...
 
 
 class Tensors:

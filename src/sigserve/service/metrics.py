@@ -3,7 +3,8 @@
 TF Serving exports `/tensorflow/serving/request_count` as `:tensorflow:serving:request_count` (every
 character outside `[a-zA-Z0-9_]` becomes `:`), so existing dashboards and alerts keep working when
 they point at sigserve. Every serving metric also carries a `signature` label, which TF Serving lacks
-(tensorflow/serving#1959; peers.md §3 item 12).
+(tensorflow/serving#1959; peers.md §3 item 12), and the request metrics a `protocol` label: `tfserving`
+for TF Serving's APIs, `v2` for the Open Inference Protocol.
 
 prometheus_client appends `_total` to counters and emits `_created` samples; TF Serving does neither,
 so `render()` writes the text format itself from the registry's samples.
@@ -38,6 +39,9 @@ BYTES_DOWNLOADED = ":sigserve:storage:bytes_downloaded"
 # Load stages take milliseconds to minutes: 1 ms .. ~1.2 h in µs, x2 per bucket.
 LOAD_BUCKETS_US: tuple[float, ...] = tuple(1000.0 * 2**i for i in range(23))
 
+PROTOCOL_TFSERVING = "tfserving"
+PROTOCOL_V2 = "v2"
+
 # The API label of runtime_latency uses gRPC's method names whatever the entry point.
 _RUNTIME_API = {"predict": "Predict", "classify": "Classify", "regress": "Regress"}
 
@@ -58,13 +62,13 @@ class Metrics:
         self._request_count = Counter(
             REQUEST_COUNT,
             "The total number of requests.",
-            ["model_name", "status", "signature"],
+            ["model_name", "status", "signature", "protocol"],
             registry=self.registry,
         )
         self._request_latency = Histogram(
             REQUEST_LATENCY,
             "Distribution of wall time (in microseconds) for Tensorflow Serving request.",
-            ["model_name", "API", "entrypoint", "signature"],
+            ["model_name", "API", "entrypoint", "signature", "protocol"],
             buckets=LATENCY_BUCKETS_US,
             registry=self.registry,
         )
@@ -110,7 +114,7 @@ class Metrics:
         )
         # Bound label children by label values: `labels()` hashes and validates its arguments under a
         # lock on every call, which costs more than the observation itself (a few µs per request).
-        self._request_children: dict[tuple[str, str, str, str, Code], tuple[Any, Any]] = {}
+        self._request_children: dict[tuple[str, str, str, str, Code, str], tuple[Any, Any]] = {}
         self._runtime_children: dict[tuple[str, str, str], Any] = {}
 
     def observe_request(
@@ -122,13 +126,15 @@ class Metrics:
         signature: str,
         code: Code,
         latency_seconds: float,
+        protocol: str = PROTOCOL_TFSERVING,
     ) -> None:
         """One served request: request_count always, request_latency on success only (as TF Serving).
 
-        `api` is the REST URL verb (`predict`, `classify`, `regress`, "" for status/metadata GETs) or
-        the gRPC method name (`Predict`, ...); `entrypoint` is `REST` or `GRPC`.
+        `api` is the REST URL verb (`predict`, `classify`, `regress`, "" for status/metadata GETs;
+        `infer` for V2) or the gRPC method name (`Predict`, ..., `ModelInfer`); `entrypoint` is `REST`
+        or `GRPC`; `protocol` is `tfserving` or `v2`.
         """
-        key = (model_name, api, entrypoint, signature, code)
+        key = (model_name, api, entrypoint, signature, code, protocol)
         children = self._request_children.get(key)
         if children is None:
             children = self._bind_request(key)
@@ -137,12 +143,12 @@ class Metrics:
         if latency is not None:
             latency.observe(latency_seconds * 1e6)
 
-    def _bind_request(self, key: tuple[str, str, str, str, Code]) -> tuple[Any, Any]:
-        model_name, api, entrypoint, signature, code = key
-        count = self._request_count.labels(model_name, Code(code).name, signature)
+    def _bind_request(self, key: tuple[str, str, str, str, Code, str]) -> tuple[Any, Any]:
+        model_name, api, entrypoint, signature, code, protocol = key
+        count = self._request_count.labels(model_name, Code(code).name, signature, protocol)
         latency = None
         if code == Code.OK:
-            latency = self._request_latency.labels(model_name, api, entrypoint, signature)
+            latency = self._request_latency.labels(model_name, api, entrypoint, signature, protocol)
         return _remember(self._request_children, key, (count, latency))
 
     def observe_runtime(self, *, model_name: str, api: str, signature: str, latency_seconds: float) -> None:

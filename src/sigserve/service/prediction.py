@@ -11,7 +11,9 @@ whichever protocol carried a request is here and nowhere else:
   in the front end's pool (`inline.py`), and the deadline check such a call gets when it returns;
 * the request metrics (`request_count`, `request_latency`), the runtime metric and the example
   counts, under TF Serving's names and labels;
-* readiness: which configured models have an AVAILABLE version.
+* readiness: which configured models have an AVAILABLE version;
+* access tokens: `authenticate(ctx)` (or a body wrapped by `guard`) is the one check every protocol
+  makes before it reads a request, against the `Authenticator` given here (--auth_token_file).
 
 Signature lookup for execution is the Servable's (`get_signature`, inside `Servable.predict`); the
 decoders see the signature map only to learn dtypes, as TF Serving's REST JSON decoder does.
@@ -42,6 +44,7 @@ from sigserve.protos import (
 from sigserve.service.calls import (
     DEFAULT_SIGNATURE,
     AnsweredCall,
+    Authenticator,
     CallContext,
     CallObserver,
     ModelMetadata,
@@ -69,12 +72,14 @@ class PredictionService:
         *,
         inline: InlinePolicy | None = None,
         observer: CallObserver | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.manager = manager
         self.metrics = metrics
         self.inline = inline if inline is not None else InlinePolicy()
         # Told about every answered call and every new config (the request logger); None: no one.
         self.observer = observer
+        self.authenticator = authenticator
         # Imported here so that importing the service never needs the codec package's numpy work.
         from sigserve.codec import example as codec_example
 
@@ -113,7 +118,27 @@ class PredictionService:
             signature=ctx.signature,
             code=code,
             latency_seconds=time.perf_counter() - ctx.started,
+            protocol=ctx.protocol,
         )
+
+    def authenticate(self, ctx: CallContext) -> None:
+        """Raise UNAUTHENTICATED unless the call's `authorization` metadata carries an accepted token
+        (nothing to check when the server runs without --auth_token_file). Front ends call this
+        before they parse a request, so a client without a token learns that first."""
+        if self.authenticator is not None:
+            self.authenticator.check(ctx.metadata.get("authorization"))
+
+    def guard(self, body: Callable[[P, CallContext], T]) -> Callable[[P, CallContext], T]:
+        """`body(payload, ctx)` preceded by `authenticate(ctx)`; `body` itself when no tokens are
+        configured, so a server without --auth_token_file pays nothing."""
+        if self.authenticator is None:
+            return body
+
+        def checked(payload: P, ctx: CallContext) -> T:
+            self.authenticate(ctx)
+            return body(payload, ctx)
+
+        return checked
 
     def may_run_inline(self, size: int, ctx: CallContext) -> bool:
         """Whether a Predict of `size` request bytes may try the short path at all (before it is
@@ -231,6 +256,28 @@ class PredictionService:
         ctx.model_name = spec.name
         with self.manager.handle(spec.name, spec.version, spec.label) as servable:
             return ModelMetadata(spec.name, servable.version, servable.signatures)
+
+    def served_versions(self, name: str | None = None) -> dict[str, list[ModelMetadata]]:
+        """Every configured model (or just `name`) -> the signatures of each of its AVAILABLE
+        versions: what the OpenAPI documents and the web console describe. A version that unloads
+        meanwhile is left out; a model still loading has an empty list."""
+        available = get_model_status_pb2.ModelVersionStatus.State.Value("AVAILABLE")
+        out: dict[str, list[ModelMetadata]] = {}
+        for model in [name] if name is not None else self.manager.model_names():
+            versions = out.setdefault(model, [])
+            try:
+                statuses = self.manager.model_status(model).model_version_status
+            except SigserveError:
+                continue
+            for status in statuses:
+                if status.state != available:
+                    continue
+                try:
+                    with self.manager.handle(model, int(status.version)) as servable:
+                        versions.append(ModelMetadata(model, servable.version, servable.signatures))
+                except SigserveError:
+                    continue
+        return out
 
     # -- ModelService ----------------------------------------------------------------------------
 
