@@ -16,12 +16,14 @@ import grpc
 import pytest
 
 from sigserve.protos import INFERENCE_SERVICE, MODEL_SERVICE, PREDICTION_SERVICE
-from tests.grpc_servers import grpc_target, start_server, tf_stubs
+from tests.grpc_servers import grpc_target, serving, start_server, tf_stubs
 from tests.servers import ServerProcess
 
 HEALTH = "grpc.health.v1.Health"
 V1ALPHA = "grpc.reflection.v1alpha.ServerReflection"
 V1 = "grpc.reflection.v1.ServerReflection"
+# What reflection lists: every service either transport serves.
+SERVICES = {PREDICTION_SERVICE, MODEL_SERVICE, INFERENCE_SERVICE, HEALTH, V1ALPHA, V1}
 # GRPCInferenceService as open_inference_grpc.proto declares it, in its order.
 V2_METHODS = ("ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer")
 
@@ -31,16 +33,12 @@ def server(
     request: pytest.FixtureRequest, fixtures_dir: pathlib.Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("grpc_reflection")
-    proc = start_server(
+    with serving(
         base / "models.config",
         [("half_plus_two", fixtures_dir / "saved_model_half_plus_two_cpu", {})],
         ["--enable_grpc_healthcheck_service", f"--grpc_transport={request.param}"],
-    )
-    try:
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
-        proc.cleanup()
 
 
 @pytest.fixture()
@@ -55,14 +53,7 @@ def test_reflection_lists_the_services_under_their_wire_names(channel: grpc.Chan
     )
 
     database = ProtoReflectionDescriptorDatabase(channel)
-    assert set(database.get_services()) == {
-        PREDICTION_SERVICE,
-        MODEL_SERVICE,
-        INFERENCE_SERVICE,
-        HEALTH,
-        V1ALPHA,
-        V1,
-    }
+    assert set(database.get_services()) == SERVICES
 
 
 def test_reflection_describes_tf_servings_services_and_messages(channel: grpc.Channel) -> None:
@@ -158,14 +149,7 @@ def test_v1_reflection_answers_the_same(channel: grpc.Channel) -> None:
         reflection_pb2.ServerReflectionRequest(file_containing_symbol="no.Such"),
     ]
     listed, described, missing = list(info(iter(requests), timeout=30))
-    assert {s.name for s in listed.list_services_response.service} == {
-        PREDICTION_SERVICE,
-        MODEL_SERVICE,
-        INFERENCE_SERVICE,
-        HEALTH,
-        V1ALPHA,
-        V1,
-    }
+    assert {s.name for s in listed.list_services_response.service} == SERVICES
     from google.protobuf import descriptor_pb2
 
     names = {
@@ -240,7 +224,7 @@ def test_health_check_and_unknown_services(channel: grpc.Channel) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     health = health_pb2_grpc.HealthStub(channel)
-    for service in ("", "PredictionService", MODEL_SERVICE, "half_plus_two"):
+    for service in ("", "PredictionService", MODEL_SERVICE, INFERENCE_SERVICE, "half_plus_two"):
         response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
         assert response.status == health_pb2.HealthCheckResponse.SERVING, service
     with pytest.raises(grpc.RpcError) as e:

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from sigserve.server.http2 import frames as F
-from tests.grpc_servers import grpc_target, start_server, tf_stubs
+from tests.grpc_servers import grpc_target, serving, tf_stubs
+from tests.raw_h2 import RawH2, frame, grpc_framed, predict_message
 from tests.servers import ServerProcess
 from tests.test_grpc_api import x_request
-from tests.test_grpc_h2 import RawH2, frame, grpc_framed, predict_message
 
 pytestmark = pytest.mark.slow
 
@@ -38,16 +38,12 @@ TIMEOUTS = (
 @pytest.fixture(scope="module")
 def server(fixtures_dir: pathlib.Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("grpc_hostile")
-    proc = start_server(
+    with serving(
         base / "models.config",
         [("half_plus_two", fixtures_dir / "saved_model_half_plus_two_cpu", {})],
         [f"--grpc_channel_arguments={TIMEOUTS}"],
-    )
-    try:
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
-        proc.cleanup()
 
 
 def rss_mb(server: ServerProcess) -> float:
