@@ -3,10 +3,11 @@ implementation in the method table, Check unary and Watch streaming.
 
 What a status means:
 
-* `""`, `PredictionService`, `ModelService` and their full names (TF Serving's names): the server is
-  ready, by the rule of REST's `/readyz` (`PredictionService.readiness()`: start-up done and every
-  configured model has an AVAILABLE version). So a model added by a reload turns them NOT_SERVING until it has
-  loaded, and they are NOT_SERVING from the start of a shutdown;
+* `""`, `PredictionService`, `ModelService` and their full names (TF Serving's names), and the Open
+  Inference Protocol's `inference.GRPCInferenceService`: the server is ready, by the rule of REST's
+  `/readyz` (`PredictionService.readiness()`: start-up done and every configured model has an
+  AVAILABLE version). So a model added by a reload turns them NOT_SERVING until it has loaded, and
+  they are NOT_SERVING from the start of a shutdown;
 * a model name: SERVING when it has an AVAILABLE version, NOT_SERVING while it has none (loading, or
   failed), unknown when it is not configured;
 * anything else is unknown: Check answers NOT_FOUND (as grpcio's servicer does) and Watch
