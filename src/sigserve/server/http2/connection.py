@@ -99,7 +99,10 @@ SHUTDOWN_PING = b"sigserve"  # the PING between the two GOAWAYs of a graceful sh
 # queued behind large requests.
 SHUTDOWN_PING_TIMEOUT = 10.0
 # ... unless nothing at all has arrived since the first GOAWAY and no stream is open: then there is
-# nothing in flight to wait for after this long.
+# nothing in flight to wait for after this long. Once the ACK has come, the second GOAWAY waits until
+# no stream is open and this long has passed since the ACK: grpc's C-core client writes a PING ACK
+# ahead of the HEADERS of a call it had already started, in the same write, so such a call arrives
+# just after the ACK and must still be served (refusing it fails the call "Stream removed").
 SHUTDOWN_QUIET = 1.0
 RESET_MEMORY = 1024  # reset streams remembered, to tell late frames from a peer's mistakes
 LAST_STREAM_ID = MAX_WINDOW  # the first GOAWAY of a shutdown: every stream the client sent goes on
@@ -154,6 +157,7 @@ class ServerConnection:
         self.going_away = False  # the last GOAWAY sent: no new streams
         self.peer_going_away = False
         self._shutdown_at: float | None = None
+        self._shutdown_acked_at: float | None = None  # when the shutdown PING's ACK came
         self._events: list[Event] = []
         self._out: list[bytes | memoryview] = [
             settings_frame(
@@ -672,8 +676,8 @@ class ServerConnection:
             raise ConnectionFailure(FRAME_SIZE_ERROR, "PING length")
         if not flags & ACK:
             self._out.append(frame(PING, ACK, 0, payload))
-        elif payload == SHUTDOWN_PING and self._shutdown_at is not None:
-            self.finish_shutdown()
+        elif payload == SHUTDOWN_PING and self._shutdown_at is not None and self._shutdown_acked_at is None:
+            self._shutdown_acked_at = self._clock()
 
     # -- closing streams -------------------------------------------------------------------------
 
@@ -915,8 +919,9 @@ class ServerConnection:
 
     def start_shutdown(self) -> None:
         """A graceful shutdown (§6.8): GOAWAY with the largest stream id, so that streams the client
-        sent before it read this are still served, and a PING; when its ACK comes back (or after
-        `SHUTDOWN_PING_TIMEOUT`), the GOAWAY that names the last stream read (`finish_shutdown`)."""
+        sent before it read this are still served, and a PING; once its ACK is back, no stream is
+        open and `SHUTDOWN_QUIET` has passed since the ACK (or after `SHUTDOWN_PING_TIMEOUT` without
+        it), the GOAWAY that names the last stream read (`finish_shutdown`, from `expire`)."""
         if self.terminated or self.going_away or self._shutdown_at is not None:
             return
         self._shutdown_at = self._clock()
@@ -950,9 +955,14 @@ class ServerConnection:
             self._terminate(NO_ERROR, f"header block not finished within {limits.header_timeout:g} s")
             return events
         if self._shutdown_at is not None and not self.going_away:
-            quiet = self._last_receive < self._shutdown_at and not self.streams
-            if now - self._shutdown_at >= (SHUTDOWN_QUIET if quiet else SHUTDOWN_PING_TIMEOUT):
-                self.finish_shutdown()
+            acked = self._shutdown_acked_at
+            if acked is not None:
+                if not self.streams and now - acked >= SHUTDOWN_QUIET:
+                    self.finish_shutdown()
+            else:
+                quiet = self._last_receive < self._shutdown_at and not self.streams
+                if now - self._shutdown_at >= (SHUTDOWN_QUIET if quiet else SHUTDOWN_PING_TIMEOUT):
+                    self.finish_shutdown()
         for stream in [s for s in self.streams.values() if s.stall_deadline is not None]:
             if stream.stall_deadline is not None and now >= stream.stall_deadline:
                 sid = stream.id
