@@ -19,7 +19,9 @@ shown (this machine is shared, so single runs are noisy).
     .venv/bin/python bench/grpc.py [--duration 3] [--rounds 3] [--concurrency 1,8,64] [--grpcio]
 
 `--grpcio` adds a row for sigserve with `--grpc_transport=grpcio` (grpcio's server instead of
-sigserve's own HTTP/2 transport), to show what the transport alone is worth.
+sigserve's own HTTP/2 transport), to show what the transport alone is worth. `--baseline-src DIR`
+adds a row for sigserve's gRPC run from the source tree DIR (e.g. `../main/src`), side by side with
+this one, for a before/after comparison.
 """
 
 from __future__ import annotations
@@ -215,9 +217,12 @@ def check_sigserve(grpc_port: int, rest_port: int) -> None:
                 raise RuntimeError(f"sigserve answered {y!r}, expected [[2.5]]")
 
 
-def start_sigserve(transport: str = "native") -> tuple[subprocess.Popen[bytes], dict[str, dict[str, object]]]:
+def start_sigserve(
+    transport: str = "native", src: str = "", label: str = ""
+) -> tuple[subprocess.Popen[bytes], dict[str, dict[str, object]]]:
     """`sigserve serve` with gRPC and REST on one model; returns the process and one load spec per API.
-    With `transport="grpcio"` (`--grpc_transport=grpcio`), only its gRPC spec."""
+    With `transport="grpcio"` (`--grpc_transport=grpcio`), only its gRPC spec; with `src` (a source
+    tree, run instead of the installed package), only its gRPC spec, named `label`."""
     grpc_port, rest_port = free_port(), free_port()
     cmd = [
         PYTHON, "-m", "sigserve.cli", "serve",
@@ -226,6 +231,8 @@ def start_sigserve(transport: str = "native") -> tuple[subprocess.Popen[bytes], 
         "--model_name=half_plus_two", f"--model_base_path={MODEL}",
     ]  # fmt: skip
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    if src:
+        env["PYTHONPATH"] = src
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(f"http://127.0.0.1:{rest_port}/readyz", proc)
@@ -250,6 +257,8 @@ def start_sigserve(transport: str = "native") -> tuple[subprocess.Popen[bytes], 
             "request": REST_BODY.hex(),
         },
     }
+    if src:
+        return proc, {label: specs["sigserve gRPC"]}
     if transport != "native":
         return proc, {f"sigserve gRPC ({transport})": specs["sigserve gRPC"]}
     return proc, specs
@@ -429,6 +438,12 @@ def main() -> int:
         action="store_true",
         help="also run sigserve with --grpc_transport=grpcio (grpcio's server) as a row",
     )
+    parser.add_argument(
+        "--baseline-src",
+        default="",
+        help="also run sigserve's gRPC from this src/ tree (e.g. a checkout of main) as a row",
+    )
+    parser.add_argument("--baseline-label", default="sigserve@baseline gRPC", help="its name in the table")
     args = parser.parse_args()
     if not MODEL.is_dir():
         print(f"bench/grpc.py: needs TF Serving's half_plus_two at {MODEL} (../shared)", file=sys.stderr)
@@ -442,6 +457,11 @@ def main() -> int:
             grpcio_server, grpcio_specs = start_sigserve("grpcio")
             procs.append(grpcio_server)
             specs.update(grpcio_specs)
+        if args.baseline_src:
+            src = str(pathlib.Path(args.baseline_src).resolve())
+            baseline, baseline_specs = start_sigserve(src=src, label=args.baseline_label)
+            procs.append(baseline)
+            specs.update(baseline_specs)
         kserve, kspec = start_kserve()
         if kserve is not None and isinstance(kspec, dict):
             procs.append(kserve)
@@ -452,10 +472,12 @@ def main() -> int:
             stop(proc)
     if isinstance(kspec, str):
         nan = float("nan")
-        points += [Point("KServe V2 gRPC", c, nan, nan, nan, 0, kspec) for c in conc]
+        points += [Point("KServe V2 gRPC", c, nan, nan, nan, 0, note=kspec) for c in conc]
     command = (
         f".venv/bin/python bench/grpc.py --duration {args.duration:g} --rounds {args.rounds} "
-        f"--concurrency {args.concurrency}" + (" --grpcio" if args.grpcio else "")
+        f"--concurrency {args.concurrency}"
+        + (" --grpcio" if args.grpcio else "")
+        + (f" --baseline-src {args.baseline_src}" if args.baseline_src else "")
     )
     print(f"command: {command}")
     print(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from sigserve.errors import Code, SigserveError
@@ -29,6 +29,7 @@ _NO_METADATA: Mapping[str, str] = {}
 
 Body = Callable[[bytes, CallContext], bytes]
 InlineBody = Callable[[bytes, CallContext], "bytes | None"]
+StreamBody = Callable[[AsyncIterator[bytes], CallContext], AsyncIterator[bytes]]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,23 @@ class Method:
     def context(self, timeout: float | None, metadata: Mapping[str, str] = _NO_METADATA) -> CallContext:
         """The call's context: `timeout` is the seconds left before the client's deadline, or None."""
         return CallContext("GRPC", self.api, timeout, metadata=metadata, protocol=self.protocol)
+
+
+@dataclass(frozen=True)
+class StreamMethod:
+    """One streaming method (server streaming, or bidirectional with `client_streaming`):
+    `body(requests, ctx)` is an async generator on the event loop that takes the request messages
+    as they arrive and yields the answers; raising `SigserveError` ends the call with its status. It
+    runs on the loop, so it must only await, never block (health Watch waits for status changes;
+    reflection answers from a descriptor pool). Without `client_streaming`, `requests` holds
+    exactly one message."""
+
+    body: StreamBody
+    client_streaming: bool = False
+    api: str = ""
+
+    def context(self, timeout: float | None, metadata: Mapping[str, str] = _NO_METADATA) -> CallContext:
+        return CallContext("GRPC", self.api, timeout, metadata=metadata)
 
 
 async def call_method(

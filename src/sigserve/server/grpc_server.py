@@ -11,23 +11,30 @@ method paths (`/tensorflow.serving.PredictionService/Predict`) carry TF Serving'
 
 Transport (server.cc): `--grpc_host:--port` and/or `unix:--grpc_socket_path`; TLS from
 `--ssl_config_file`; message size INT32_MAX both ways; `--grpc_channel_arguments`;
-grpc.health.v1 with `--enable_grpc_healthcheck_service`.
+grpc.health.v1 with `--enable_grpc_healthcheck_service` (`health_service.py`); server reflection,
+always on as in TF Serving (`grpc_reflection.py`). Health and reflection are entries of the same
+method table as the TF Serving services, so both transports serve one implementation of each.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn
 
 import grpc
 
 from sigserve.errors import invalid_argument, unavailable
 from sigserve.protos import INFERENCE_SERVICE, MODEL_SERVICE, PREDICTION_SERVICE
+from sigserve.server import grpc_reflection, health_service
 from sigserve.server.grpc_handlers import PredictionServices
-from sigserve.server.grpc_methods import Method, call_method, method_table, rpc_status
+from sigserve.server.grpc_methods import Method, StreamMethod, call_method, method_table, rpc_status
+from sigserve.server.http2.limits import LIMIT_KEYS
 from sigserve.server.options import ServerOptions, worker_threads
 from sigserve.service import PredictionService
+
+Table = dict[str, dict[str, "Method | StreamMethod"]]
 
 logger = logging.getLogger("sigserve.grpc")
 
@@ -212,26 +219,58 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
 
 
-def service_handlers(
-    services: PredictionServices, executor: concurrent.futures.Executor
-) -> list[grpc.GenericRpcHandler]:
+def _grpcio_stream_handler(method: StreamMethod) -> grpc.RpcMethodHandler:
+    """A grpc.aio handler running a streaming method's generator on the loop."""
+
+    async def answers(
+        requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        try:
+            async for answer in method.body(requests, method.context(_timeout(context), _metadata(context))):
+                yield answer
+        except Exception as e:
+            code, message = rpc_status(e)
+            await context.abort(grpc_status(code), message)
+
+    if method.client_streaming:
+        return grpc.stream_stream_rpc_method_handler(answers)
+
+    async def one_request(data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        async for answer in answers(_one(data), context):
+            yield answer
+
+    return grpc.unary_stream_rpc_method_handler(one_request)
+
+
+async def _one(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def service_handlers(table: Table, executor: concurrent.futures.Executor) -> list[grpc.GenericRpcHandler]:
     return [
         grpc.method_handlers_generic_handler(
-            service, {name: _grpcio_handler(method, executor) for name, method in methods.items()}
+            service,
+            {
+                name: _grpcio_stream_handler(method)
+                if isinstance(method, StreamMethod)
+                else _grpcio_handler(method, executor)
+                for name, method in methods.items()
+            },
         )
-        for service, methods in method_table(services).items()
+        for service, methods in table.items()
     ]
 
 
-async def _add_health_service(server: grpc.aio.Server) -> None:
-    """grpc.health.v1 with TF Serving's service names (and the full names, and "") SERVING."""
-    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
-    servicer = health.aio.HealthServicer()
-    serving = health_pb2.HealthCheckResponse.SERVING
-    for service in HEALTH_SERVICE_NAMES:
-        await servicer.set(service, serving)
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+def service_table(services: PredictionServices, health: health_service.HealthService | None) -> Table:
+    """Every service either transport serves: TF Serving's two, grpc.health.v1 (if enabled) and
+    server reflection (v1alpha and v1), which lists them all."""
+    table: Table = {service: dict(methods) for service, methods in method_table(services).items()}
+    if health is not None:
+        table[health_service.SERVICE] = health.methods()
+    reflection = grpc_reflection.reflection_method([*table, *grpc_reflection.SERVICES])
+    for name in grpc_reflection.SERVICES:
+        table[name] = {"ServerReflectionInfo": reflection}
+    return table
 
 
 class GrpcServer:
@@ -250,33 +289,26 @@ class GrpcServer:
         server: grpc.aio.Server,
         addresses: list[str],
         executor: concurrent.futures.ThreadPoolExecutor,
-        health: bool,
+        on_stop: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.server = server
         self.addresses = addresses
         self.executor = executor
-        self.health = health
+        self.on_stop = on_stop
 
     async def start(self) -> None:
-        if self.health:
-            await _add_health_service(self.server)
         await self.server.start()
 
     async def stop(self, grace: float | None) -> None:
         """Refuse new RPCs, let in-flight ones finish for up to `grace` seconds, then cancel them."""
+        if self.on_stop is not None:
+            await self.on_stop()
         await self.server.stop(grace)
         # A cancelled RPC's TensorFlow call cannot be interrupted; its worker finishes on its own.
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 
-NATIVE_CHANNEL_ARGUMENTS = frozenset(
-    {
-        "grpc.max_receive_message_length",
-        "grpc.max_send_message_length",
-        "grpc.max_concurrent_streams",
-        "grpc.so_reuseport",
-    }
-)
+NATIVE_CHANNEL_ARGUMENTS = frozenset({*LIMIT_KEYS, "grpc.so_reuseport"})
 HEALTH_SERVICE_NAMES = [
     "",
     "ModelService",
@@ -309,7 +341,13 @@ def create_server(service: PredictionService, options: ServerOptions) -> Any:
     services = PredictionServices(
         service, tensor_content=bool(options.enable_serialization_as_tensor_content)
     )
-    health = bool(options.enable_grpc_healthcheck_service)
+    health = (
+        health_service.HealthService(service, HEALTH_SERVICE_NAMES)
+        if options.enable_grpc_healthcheck_service
+        else None
+    )
+    table = service_table(services, health)
+    on_stop = health.shutdown if health is not None else None
     if options.grpc_transport == "native":
         from sigserve.server import grpc_h2
 
@@ -323,8 +361,8 @@ def create_server(service: PredictionService, options: ServerOptions) -> Any:
             )
         methods = {
             f"/{service_name}/{name}": method
-            for service_name, table in method_table(services).items()
-            for name, method in table.items()
+            for service_name, entries in table.items()
+            for name, method in entries.items()
         }
         executor = _executor(options)
         try:
@@ -334,16 +372,22 @@ def create_server(service: PredictionService, options: ServerOptions) -> Any:
                 addresses,
                 tls=tls,
                 channel_arguments=dict(channel_options),
-                health_names=HEALTH_SERVICE_NAMES if health else None,
+                on_stop=on_stop,
             )
         except BaseException:
             executor.shutdown(wait=False)
             raise
     credentials = server_credentials(options)
     executor = _executor(options)
+    native_only = sorted({key for key, _ in channel_options if key.startswith("sigserve.")})
+    if native_only:
+        logger.warning(
+            "--grpc_channel_arguments %s apply to the native gRPC transport only; grpcio ignores them",
+            ",".join(native_only),
+        )
     server = grpc.aio.server(
-        handlers=service_handlers(services, executor),
-        options=channel_options,
+        handlers=service_handlers(table, executor),
+        options=[(key, value) for key, value in channel_options if not key.startswith("sigserve.")],
     )
     try:
         for address in addresses:
@@ -351,7 +395,7 @@ def create_server(service: PredictionService, options: ServerOptions) -> Any:
     except BaseException:
         executor.shutdown(wait=False)
         raise
-    return GrpcServer(server, addresses, executor, health)
+    return GrpcServer(server, addresses, executor, on_stop)
 
 
 def _executor(options: ServerOptions) -> concurrent.futures.ThreadPoolExecutor:
