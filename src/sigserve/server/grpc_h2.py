@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import errno
+import functools
 import logging
 import os
 import socket
@@ -33,12 +34,12 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import hpack
 
 from sigserve.errors import Code, SigserveError, invalid_argument, unavailable
-from sigserve.server.grpc_methods import Method, rpc_status
+from sigserve.server.grpc_methods import Method, call_method, rpc_status
 
 logger = logging.getLogger("sigserve.grpc")
 
@@ -203,6 +204,10 @@ class ConnectionError_(Exception):
         self.code = code
 
 
+# A stream's call: a pool call, or (batching on) the task that awaits its batch.
+_Call: TypeAlias = "concurrent.futures.Future[bytes] | asyncio.Future[bytes]"
+
+
 class _Stream:
     """One request stream: headers, request bytes as they arrive, and what is left to send."""
 
@@ -235,7 +240,7 @@ class _Stream:
         self.closed = False  # answered in full, or reset
         self.started = time.monotonic()
         self.watch: asyncio.Task[None] | None = None
-        self.call: concurrent.futures.Future[bytes] | None = None  # its pool call, queued or running
+        self.call: _Call | None = None  # its pool call (queued or running) or its awaiting task
 
 
 class Services:
@@ -593,6 +598,15 @@ class GrpcConnection(asyncio.Protocol):
                 self._answer_error(stream, Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
                 return
         ctx = method.context(timeout, headers)
+        if method.awaited is not None:
+            # Batching on: the call awaits its batch in a task on this loop (then, if its servable
+            # does not batch, goes on to the short path or the pool from there), holding no thread.
+            task = asyncio.get_running_loop().create_task(
+                call_method(method, message, ctx, self.services.executor)
+            )
+            stream.call = task
+            task.add_done_callback(functools.partial(self._pool_done, stream))
+            return
         if method.inline is not None:
             try:
                 out = method.inline(message, ctx)
@@ -619,7 +633,7 @@ class GrpcConnection(asyncio.Protocol):
 
         future.add_done_callback(done)
 
-    def _pool_done(self, stream: _Stream, future: concurrent.futures.Future[bytes]) -> None:
+    def _pool_done(self, stream: _Stream, future: _Call) -> None:
         if stream.call is None:  # the stream went first
             if not future.cancelled():  # an orphan (see _forget)
                 self.orphans -= 1
