@@ -18,6 +18,13 @@ and ≥ 70 % of the limit. Prints a table (rows/s, calls/s, p50/p99 latency), th
 
     .venv/bin/python bench/batching.py [--rounds 3] [--duration 4] [--clients 64]
         [--max-batch-size 32] [--batch-threads N] [--batch-timeout-us 20000]
+
+`--e2e` measures over the wire instead (`bench/batching_wire.py`): `sigserve serve` with and without
+`--enable_batching`, one-row predicts from `wrk` (REST) and `h2load` (gRPC) at each `--concurrency`,
+on `--model half_plus_two` (default there: max_batch_size 64, batch_timeout_micros 0) or `mlp`:
+
+    .venv/bin/python bench/batching.py --e2e [--model half_plus_two|mlp] [--concurrency 1,8,64]
+        [--rounds 1] [--duration 3]
 """
 
 from __future__ import annotations
@@ -118,9 +125,16 @@ def main() -> int:
     parser.add_argument(
         "--max-batch-size", type=int, default=0, help="0: clients / 2 (TF Serving's README: ~2x clients)"
     )
-    parser.add_argument("--batch-timeout-us", type=int, default=20000)
+    parser.add_argument("--batch-timeout-us", type=int, default=-1, help="-1: 20000 (e2e half_plus_two: 0)")
     parser.add_argument("--batch-threads", type=int, default=0, help="num_batch_threads (0: CPU count)")
+    parser.add_argument("--e2e", action="store_true", help="over the wire (wrk, h2load)")
+    parser.add_argument("--model", choices=["half_plus_two", "mlp"], default="half_plus_two", help="--e2e")
+    parser.add_argument("--concurrency", default="1,8,64", help="--e2e: comma-separated")
     args = parser.parse_args()
+    if args.e2e:
+        return e2e(args)
+    if args.batch_timeout_us < 0:
+        args.batch_timeout_us = 20000
 
     from prometheus_client import CollectorRegistry
 
@@ -145,13 +159,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.monotonic()
         export_dir = export_mlp(pathlib.Path(tmp))
-        plain = runtime.load(str(export_dir), name="mlp", version=1)
-        batched = runtime.load(str(export_dir), name="mlp", version=1)
-        print(f"exported and loaded the MLP twice in {time.monotonic() - t0:.1f} s", flush=True)
-
         registry = CollectorRegistry()
         scheduler = BatchScheduler(parse_batching_parameters(text), registry=registry)
-        scheduler.wrap(batched)
+        plain = runtime.load(str(export_dir), name="mlp", version=1)
+        batched = runtime.load(str(export_dir), name="mlp", version=1, runner_wrapper=scheduler.wrapper())
+        print(f"exported and loaded the MLP twice in {time.monotonic() - t0:.1f} s", flush=True)
         # Batched answers equal unbatched ones before anything is timed.
         want = plain.predict({"x": np.concatenate(rows[:3])})["y"]
         got = [batched.predict({"x": r})["y"] for r in rows[:3]]
@@ -227,6 +239,47 @@ def main() -> int:
         "(cost per row, less sensitive to other load on the machine)"
     )
     print("per-round rows/s: " + "; ".join(f"{m} " + " ".join(f"{v:.0f}" for v in rps[m]) for m in rps))
+    print("command: .venv/bin/python bench/batching.py " + " ".join(sys.argv[1:]))
+    return 0
+
+
+def e2e(args: argparse.Namespace) -> int:
+    """sigserve with batching off and on, over REST and gRPC: req/s, server CPU per request, ratios."""
+    import batching_wire as wire
+
+    from sigserve.batching.params import default_num_batch_threads
+
+    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = pathlib.Path(tmp_dir)
+        small = args.model == "half_plus_two"
+        model = wire.half_plus_two() if small else wire.mlp(tmp)
+        max_batch = args.max_batch_size or (64 if small else 32)
+        timeout_us = args.batch_timeout_us if args.batch_timeout_us >= 0 else (0 if small else 20000)
+        text = wire.batching_text(max_batch, timeout_us, args.batch_threads or default_num_batch_threads())
+        systems = [
+            wire.Sigserve("sigserve batching off", model, None, tmp),
+            wire.Sigserve("sigserve batching on", model, text, tmp),
+        ]
+        try:
+            for system in systems:
+                system.start()
+            points = wire.run(systems, ["REST", "gRPC"], concurrencies, args.duration, args.rounds)
+        finally:
+            for system in systems:
+                system.stop()
+    labels = [s.label for s in systems]
+    print()
+    rounds = f"{args.rounds} round(s) x {args.duration:g} s"
+    print(f"{model.name}, 1-row predicts, {os.cpu_count()} CPUs, {rounds}")
+    print(f"batching parameters: {text.strip()}")
+    for line in wire.table(points, labels, ["REST", "gRPC"]):
+        print(line)
+    for api in ("REST", "gRPC"):
+        on = [wire.median_rps(points, labels[1], api, c) for c in concurrencies]
+        off = [wire.median_rps(points, labels[0], api, c) for c in concurrencies]
+        ratios = [f"c={c}: {a / b:.2f}x" for c, a, b in zip(concurrencies, on, off, strict=True)]
+        print(f"{api} batching on / off: " + ", ".join(ratios))
     print("command: .venv/bin/python bench/batching.py " + " ".join(sys.argv[1:]))
     return 0
 

@@ -9,7 +9,7 @@ names instead of `Any`, so mypy checks every call across a layer boundary.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -38,6 +38,16 @@ class Runner(Protocol):
     ) -> list[np.ndarray]: ...
 
 
+@runtime_checkable
+class AwaitableRunner(Runner, Protocol):
+    """A runner whose step can also be awaited on an event loop (the batching runner): the caller
+    holds a future, not a thread, while its rows wait for their batch."""
+
+    def run_awaited(
+        self, feeds: Mapping[str, Any], fetches: Sequence[str], timeout: float | None = None
+    ) -> Awaitable[list[np.ndarray]]: ...
+
+
 RunnerWrapper = Callable[[Runner], Runner]
 """Given a servable's own runner, the runner it should use instead (batching composes this way)."""
 
@@ -57,6 +67,12 @@ class Servable(Protocol):
     def runs_in_caller(self) -> bool:
         """True when a step runs in the calling thread as TensorFlow's own call (no batching queue in
         between): only then may a call on the event loop ask for `in_caller_thread`."""
+        ...
+
+    @property
+    def awaits_batches(self) -> bool:
+        """True when the runner batches and can be awaited (`AwaitableRunner`): then the `*_awaited`
+        methods hold no thread while a call waits for its batch."""
         ...
 
     def get_signature(self, name: str | None, method: str) -> tuple[str, meta_graph_pb2.SignatureDef]: ...
@@ -79,6 +95,30 @@ class Servable(Protocol):
     ) -> classification_pb2.ClassificationResult: ...
 
     def regress(
+        self,
+        input: input_pb2.Input | list[Any],
+        signature_name: str | None = None,
+        timeout: float | None = None,
+    ) -> regression_pb2.RegressionResult: ...
+
+    async def predict_awaited(
+        self,
+        inputs: Mapping[str, Any],
+        signature_name: str | None = None,
+        output_filter: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """`predict` on an event loop, the step awaited (only when `awaits_batches`)."""
+        ...
+
+    async def classify_awaited(
+        self,
+        input: input_pb2.Input | list[Any],
+        signature_name: str | None = None,
+        timeout: float | None = None,
+    ) -> classification_pb2.ClassificationResult: ...
+
+    async def regress_awaited(
         self,
         input: input_pb2.Input | list[Any],
         signature_name: str | None = None,

@@ -23,11 +23,13 @@ Queues exist only while they hold work, so a model that is unloaded leaves nothi
 from __future__ import annotations
 
 import _thread
+import asyncio
 import collections
 import contextlib
+import functools
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,8 @@ from sigserve.interfaces import Runner, RunnerWrapper
 from sigserve.protos.session_bundle_config_pb2 import BatchingParameters
 
 _NO_LOCK = contextlib.nullcontext()
+# A batch thread's `outbox`: the awaited calls it completed and has yet to post to their loops.
+_worker = threading.local()
 
 QUEUE_TIMEOUT_MESSAGE = "Run() timeout exceeded while waiting in batching queue"
 
@@ -80,28 +84,67 @@ class QueueConfig:
 class _Call:
     """One run() call, possibly split into several tasks (enable_large_batch_splitting).
 
-    Completion is signalled with a raw lock held from creation and released once: the cheapest
-    hand-off Python has, and this happens once per request.
+    A blocking caller is signalled with a raw lock held from creation and released once: the
+    cheapest hand-off between threads Python has. An awaiting caller (`future` set) holds no thread:
+    its future is completed on its event loop, together with the other calls of the same batch and
+    loop, in one `call_soon_threadsafe` (`_post`).
     """
 
-    __slots__ = ("_lock", "deadline", "done", "enqueued", "error", "fetches", "parts", "pending", "tasks")
+    __slots__ = (
+        "_lock",
+        "deadline",
+        "done",
+        "enqueued",
+        "error",
+        "fetches",
+        "future",
+        "parts",
+        "pending",
+        "tasks",
+    )
 
-    def __init__(self, fetches: list[str], enqueued: float, deadline: float | None) -> None:
+    def __init__(
+        self,
+        fetches: list[str],
+        enqueued: float,
+        deadline: float | None,
+        future: asyncio.Future[list[np.ndarray]] | None = None,
+    ) -> None:
         self.fetches = fetches
         self.enqueued = enqueued
         self.deadline = deadline
         self.done = False
-        self._lock = _thread.allocate_lock()
-        self._lock.acquire()
+        self.future = future
+        if future is None:
+            self._lock = _thread.allocate_lock()
+            self._lock.acquire()
         self.tasks: list[_Task] = []
         self.parts: list[list[np.ndarray] | None] = []
         self.pending = 0
         self.error: BaseException | None = None
 
     def _signal(self) -> None:
-        if not self.done:
-            self.done = True
+        if self.done:
+            return
+        self.done = True
+        if self.future is None:
             self._lock.release()
+            return
+        outbox: list[_Call] | None = getattr(_worker, "outbox", None)
+        if outbox is not None:
+            outbox.append(self)  # a batch thread: posted with the rest of its batch
+        else:
+            _post([self])
+
+    def complete(self) -> None:
+        """On the awaiting caller's loop: hand the result (or error) to its future."""
+        future = self.future
+        if future is None or future.done():  # cancelled meanwhile
+            return
+        try:
+            future.set_result(self.result())
+        except BaseException as e:
+            future.set_exception(e)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the call is done, or `timeout` seconds; True when done."""
@@ -138,6 +181,31 @@ class _Call:
         if len(parts) == 1:
             return parts[0]
         return [np.concatenate([p[j] for p in parts], axis=0) for j in range(len(self.fetches))]
+
+
+def _complete(calls: list[_Call]) -> None:
+    for call in calls:
+        call.complete()
+
+
+def _post(calls: list[_Call]) -> None:
+    """Complete awaited calls on their loops: one wake-up per loop, not one per call."""
+    first = calls[0].future
+    assert first is not None
+    loop = first.get_loop()
+    if all(c.future is not None and c.future.get_loop() is loop for c in calls):
+        groups = [(loop, calls)]
+    else:
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Call]] = {}
+        for call in calls:
+            assert call.future is not None
+            by_loop.setdefault(call.future.get_loop(), []).append(call)
+        groups = list(by_loop.items())
+    for target, group in groups:
+        try:
+            target.call_soon_threadsafe(_complete, group)
+        except RuntimeError:  # the loop is closed: nobody awaits these any more
+            pass
 
 
 class _Task:
@@ -324,6 +392,13 @@ class BatchingRunner:
     ) -> list[np.ndarray]:
         return self.scheduler._run(self, feeds, fetches, timeout)
 
+    def run_awaited(
+        self, feeds: Mapping[str, Any], fetches: Sequence[str], timeout: float | None = None
+    ) -> Awaitable[list[np.ndarray]]:
+        """The same step from an event loop (`interfaces.AwaitableRunner`): the caller awaits a
+        future that the batch thread completes; no thread waits for the batch."""
+        return self.scheduler._run_awaited(self, feeds, fetches, timeout)
+
 
 class BatchScheduler:
     """The server-wide batch scheduler: one thread pool, one queue per signature and shape family."""
@@ -377,11 +452,48 @@ class BatchScheduler:
     def _run(
         self, runner: BatchingRunner, feeds: Mapping[str, Any], fetches: Sequence[str], timeout: float | None
     ) -> list[np.ndarray]:
+        call = self._enqueue(runner, feeds, fetches, timeout, None)
+        if call is None:
+            return runner.inner(feeds, fetches, timeout=timeout)
+        if not call.wait(timeout):
+            self._cancel(call)
+            call.wait()
+        return call.result()
+
+    async def _run_awaited(
+        self, runner: BatchingRunner, feeds: Mapping[str, Any], fetches: Sequence[str], timeout: float | None
+    ) -> list[np.ndarray]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[np.ndarray]] = loop.create_future()
+        call = self._enqueue(runner, feeds, fetches, timeout, future)
+        if call is None:  # nothing to batch: one unbatched step, off the loop
+            return await loop.run_in_executor(None, functools.partial(runner.inner, feeds, fetches, timeout))
+        # At the timeout a call still queued is withdrawn (RESOURCE_EXHAUSTED, as in `_run`); one
+        # already running got the remaining time as its own TensorFlow timeout.
+        timer = None if timeout is None else loop.call_later(timeout, self._cancel, call)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            self._cancel(call)  # the caller is gone: its rows need not run
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _enqueue(
+        self,
+        runner: BatchingRunner,
+        feeds: Mapping[str, Any],
+        fetches: Sequence[str],
+        timeout: float | None,
+        future: asyncio.Future[list[np.ndarray]] | None,
+    ) -> _Call | None:
+        """Check one call and put it in its queue; None when it is to run unbatched (no inputs, or
+        zero rows), as TF Serving runs those."""
         inputs = {name: np.asarray(value) for name, value in feeds.items()}
         fetch_list = list(fetches)
         if not inputs or not fetch_list:
-            # Nothing to concatenate (a signature without inputs): TF Serving runs these unbatched.
-            return runner.inner(feeds, fetches, timeout=timeout)
+            return None
         size = -1
         for array in inputs.values():
             if array.ndim == 0:
@@ -392,7 +504,7 @@ class BatchScheduler:
                 raise invalid_argument("Batching Run() input tensors must have equal 0th-dimension size")
         self.metrics.input_batch_size.observe(size)
         if size == 0:
-            return runner.inner(inputs, fetch_list, timeout=timeout)
+            return None
         cfg = runner.config
         if size > cfg.max_batch_size:
             raise invalid_argument(
@@ -410,7 +522,7 @@ class BatchScheduler:
         key = (feed_names, fetch_order, shapes)
 
         now = time.monotonic()
-        call = _Call(fetch_list, now, None if timeout is None else now + timeout)
+        call = _Call(fetch_list, now, None if timeout is None else now + timeout, future)
         with self._cv:
             if self._stopped:
                 raise unavailable("The batch scheduler has stopped: the server is shutting down")
@@ -426,11 +538,7 @@ class BatchScheduler:
                     self._drop(queue)
             if queue.wants_worker(now):
                 self._cv.notify()
-
-        if not call.wait(timeout):
-            self._cancel(call)
-            call.wait()
-        return call.result()
+        return call
 
     def _cancel(self, call: _Call) -> None:
         """The caller's timeout passed: withdraw the call if no part of it has started running."""
@@ -478,6 +586,8 @@ class BatchScheduler:
 
     def _work(self) -> None:
         done: tuple[_Queue, _Batch] | None = None
+        outbox: list[_Call] = []
+        _worker.outbox = outbox
         while True:
             with self._cv:
                 if done is not None:
@@ -485,7 +595,8 @@ class BatchScheduler:
                     # hold of the lock that every enqueueing caller also takes.
                     self._retire(*done)
                     done = None
-                while True:
+                got = None
+                while not outbox:  # calls that `_retire` failed are posted before any wait
                     got = self._next_batch()
                     if got is not None:
                         break
@@ -493,12 +604,21 @@ class BatchScheduler:
                         self._cv.notify_all()
                         return
                     self._cv.wait(self._wait_seconds())
+            if outbox:
+                _post(outbox[:])
+                outbox.clear()
+            if got is None:
+                continue
             try:
                 self._process(*got)
             except BaseException:
                 with self._cv:
                     self._retire(*got)
                 raise
+            finally:
+                if outbox:
+                    _post(outbox[:])
+                    outbox.clear()
             done = got
 
     def _retire(self, queue: _Queue, batch: _Batch) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from sigserve.codec.example import as_input
 from sigserve.errors import Code, SigserveError
-from sigserve.interfaces import Runner, RunnerWrapper
+from sigserve.interfaces import AwaitableRunner, Runner, RunnerWrapper
 from sigserve.protos import classification_pb2, inference_pb2, input_pb2, meta_graph_pb2, regression_pb2
 from sigserve.runtime import inference, multi_inference, signatures
 from sigserve.runtime.predict import PredictPlan
@@ -59,6 +59,9 @@ class Servable:
         # `runs_in_caller` alone whether its step runs in its own thread.
         self._runs_in_caller = runner_wrapper is None
         self.runner: Runner = session.run if runner_wrapper is None else runner_wrapper(session.run)
+        self._awaitable: AwaitableRunner | None = (
+            self.runner if isinstance(self.runner, AwaitableRunner) else None
+        )
         self._predict_plans = {key: PredictPlan(sig) for key, sig in self.signatures.items()}
         # Structural plans are built on first use: a bad classify signature must only fail classify.
         self._classify_plans: dict[str, signatures.ClassifyPlan] = {}
@@ -74,6 +77,11 @@ class Servable:
         """True when `runner` is the session's own call: a step runs in the calling thread, with no
         batching queue in between (only then does `predict(..., in_caller_thread=True)` apply)."""
         return self._runs_in_caller
+
+    @property
+    def awaits_batches(self) -> bool:
+        """True when `runner` batches and can be awaited (`predict_awaited` and friends)."""
+        return self._awaitable is not None
 
     def get_signature(self, name: str | None, method: str) -> tuple[str, meta_graph_pb2.SignatureDef]:
         """Resolve `name` (or `serving_default`) for `method` ("predict" | "classify" | "regress"),
@@ -100,17 +108,36 @@ class Servable:
         `in_caller_thread`: a hint for small graphs that TensorFlow may run the step's ops in this
         thread (`Session.run`). It applies only without a `timeout` and without batching (a batching
         runner runs the batch in its own thread, so the hint has nothing to say there)."""
+        feeds, names, aliases = self._predict_step(inputs, signature_name, output_filter)
+        if in_caller_thread and timeout is None and self._runs_in_caller:
+            outputs = self._session.run(feeds, names, None, in_caller_thread=True)
+        else:
+            outputs = self.runner(feeds, names, timeout)
+        return dict(zip(aliases, outputs, strict=True))
+
+    async def predict_awaited(
+        self,
+        inputs: Mapping[str, Any],
+        signature_name: str | None = None,
+        output_filter: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """`predict` from an event loop: the step is awaited, so no thread waits for its batch."""
+        feeds, names, aliases = self._predict_step(inputs, signature_name, output_filter)
+        outputs = await self._awaited_runner().run_awaited(feeds, names, timeout)
+        return dict(zip(aliases, outputs, strict=True))
+
+    def _predict_step(
+        self, inputs: Mapping[str, Any], signature_name: str | None, output_filter: Sequence[str] | None
+    ) -> tuple[dict[str, np.ndarray], Sequence[str], Sequence[str]]:
+        """(feeds by tensor name, fetch names, their output aliases)."""
         plan = self._predict_plans.get(signature_name or sc.DEFAULT_SERVING_SIGNATURE_DEF_KEY)
         if plan is None or self.method_name_check:
             key, _ = self.get_signature(signature_name, signatures.PREDICT)
             plan = self._predict_plans[key]
         feeds = plan.feeds(inputs)
         aliases, names = plan.fetches(output_filter)
-        if in_caller_thread and timeout is None and self._runs_in_caller:
-            outputs = self._session.run(feeds, names, None, in_caller_thread=True)
-        else:
-            outputs = self.runner(feeds, names, timeout)
-        return dict(zip(aliases, outputs, strict=True))
+        return feeds, names, aliases
 
     def classify(
         self,
@@ -118,15 +145,9 @@ class Servable:
         signature_name: str | None = None,
         timeout: float | None = None,
     ) -> classification_pb2.ClassificationResult:
-        key, signature = self.get_signature(signature_name, signatures.CLASSIFY)
-        plan = self._classify_plans.get(key)
-        if plan is None:
-            plan = signatures.classify_plan(signature, self.method_name_check)
-            self._classify_plans[key] = plan
-        examples = inference.examples_tensor(as_input(input))
-        names = plan.output_names
-        outputs = self.runner({plan.input_name: examples}, names, timeout)
-        return inference.classification_result(plan, int(examples.shape[0]), names, outputs)
+        plan, examples = self._examples_step(input, signature_name, signatures.CLASSIFY)
+        outputs = self.runner({plan.input_name: examples}, plan.output_names, timeout)
+        return inference.classification_result(plan, int(examples.shape[0]), plan.output_names, outputs)
 
     def regress(
         self,
@@ -134,15 +155,54 @@ class Servable:
         signature_name: str | None = None,
         timeout: float | None = None,
     ) -> regression_pb2.RegressionResult:
-        key, signature = self.get_signature(signature_name, signatures.REGRESS)
-        plan = self._regress_plans.get(key)
+        plan, examples = self._examples_step(input, signature_name, signatures.REGRESS)
+        outputs = self.runner({plan.input_name: examples}, plan.output_names, timeout)
+        return inference.regression_result(plan, int(examples.shape[0]), plan.output_names, outputs)
+
+    async def classify_awaited(
+        self,
+        input: input_pb2.Input | list[Any],
+        signature_name: str | None = None,
+        timeout: float | None = None,
+    ) -> classification_pb2.ClassificationResult:
+        """`classify` from an event loop, the step awaited."""
+        plan, examples = self._examples_step(input, signature_name, signatures.CLASSIFY)
+        runner = self._awaited_runner()
+        outputs = await runner.run_awaited({plan.input_name: examples}, plan.output_names, timeout)
+        return inference.classification_result(plan, int(examples.shape[0]), plan.output_names, outputs)
+
+    async def regress_awaited(
+        self,
+        input: input_pb2.Input | list[Any],
+        signature_name: str | None = None,
+        timeout: float | None = None,
+    ) -> regression_pb2.RegressionResult:
+        """`regress` from an event loop, the step awaited."""
+        plan, examples = self._examples_step(input, signature_name, signatures.REGRESS)
+        runner = self._awaited_runner()
+        outputs = await runner.run_awaited({plan.input_name: examples}, plan.output_names, timeout)
+        return inference.regression_result(plan, int(examples.shape[0]), plan.output_names, outputs)
+
+    def _examples_step(
+        self, input: input_pb2.Input | list[Any], signature_name: str | None, method: str
+    ) -> tuple[Any, np.ndarray]:
+        """Classify / Regress before TensorFlow: (the signature's plan, the serialized examples)."""
+        key, signature = self.get_signature(signature_name, method)
+        cache: dict[str, Any] = self._classify_plans if method == signatures.CLASSIFY else self._regress_plans
+        plan = cache.get(key)
         if plan is None:
-            plan = signatures.regress_plan(signature, self.method_name_check)
-            self._regress_plans[key] = plan
-        examples = inference.examples_tensor(as_input(input))
-        names = plan.output_names
-        outputs = self.runner({plan.input_name: examples}, names, timeout)
-        return inference.regression_result(plan, int(examples.shape[0]), names, outputs)
+            if method == signatures.CLASSIFY:
+                plan = signatures.classify_plan(signature, self.method_name_check)
+            else:
+                plan = signatures.regress_plan(signature, self.method_name_check)
+            cache[key] = plan
+        return plan, inference.examples_tensor(as_input(input))
+
+    def _awaited_runner(self) -> AwaitableRunner:
+        runner = self._awaitable
+        if runner is None:
+            raise SigserveError(Code.FAILED_PRECONDITION, "This servable's runner cannot be awaited")
+        return runner
 
     def multi_inference(
         self, request: inference_pb2.MultiInferenceRequest, timeout: float | None = None

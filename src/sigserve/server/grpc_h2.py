@@ -22,6 +22,7 @@ import asyncio
 import collections
 import concurrent.futures
 import errno
+import functools
 import logging
 import os
 import socket
@@ -31,10 +32,10 @@ import tempfile
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 from sigserve.errors import Code, SigserveError, invalid_argument, unavailable
-from sigserve.server.grpc_methods import Method, StreamMethod, rpc_status
+from sigserve.server.grpc_methods import Method, StreamMethod, call_method, rpc_status
 from sigserve.server.http2 import frames
 from sigserve.server.http2.connection import ServerConnection
 from sigserve.server.http2.events import (
@@ -56,6 +57,8 @@ WRITE_BUFFER_HIGH = 4 << 20
 TICK_SECONDS = 1.0  # how often the timeouts are applied
 
 AnyMethod = Method | StreamMethod
+# What runs a unary call: a pool call, or (batching on) the task that awaits its batch.
+_Running: TypeAlias = "concurrent.futures.Future[bytes] | asyncio.Future[bytes]"
 
 
 class _Call:
@@ -88,7 +91,7 @@ class _Call:
         self.message: bytes | None = None
         self.compressed = False
         self.held = 0  # request bytes the connection counts until this call lets them go
-        self.future: concurrent.futures.Future[bytes] | None = None
+        self.future: _Running | None = None
         self.orphan = False  # its stream is gone while its pool call runs
         self.task: asyncio.Task[None] | None = None
         self.inbox: _Inbox | None = None
@@ -314,6 +317,16 @@ class GrpcConnection(asyncio.Protocol):
             return
         assert isinstance(method, Method)
         ctx = method.context(timeout, call.headers)
+        if method.awaited is not None:
+            # Batching on: the call awaits its batch in a task on this loop (then, if its servable
+            # does not batch, goes on to the short path or the pool from there), holding no thread.
+            task = asyncio.get_running_loop().create_task(
+                call_method(method, message, ctx, self.server.executor)
+            )
+            call.future = task
+            call.message = None
+            task.add_done_callback(functools.partial(self._pool_done, call))
+            return
         if method.inline is not None:
             try:
                 out = method.inline(message, ctx)
@@ -343,7 +356,7 @@ class GrpcConnection(asyncio.Protocol):
 
         future.add_done_callback(done)
 
-    def _pool_done(self, call: _Call, future: concurrent.futures.Future[bytes]) -> None:
+    def _pool_done(self, call: _Call, future: _Running) -> None:
         self.conn.release(call.held)
         if call.orphan:  # its stream went first (see _drop)
             self.conn.call_ended()

@@ -34,7 +34,14 @@ from sigserve.protos import (
     predict_pb2,
     regression_pb2,
 )
-from sigserve.service import CallContext, PredictionService, PredictRequest, model_spec_of
+from sigserve.service import (
+    CallContext,
+    ModelSpec,
+    PredictionService,
+    PredictRequest,
+    PredictResult,
+    model_spec_of,
+)
 from sigserve.service.metrics import Metrics, prometheus_name
 
 logger = logging.getLogger("sigserve.grpc")
@@ -133,14 +140,36 @@ class PredictionServices:
 
     def _predict(self, args: tuple[bytes, CallContext, bool]) -> bytes | None:
         data, ctx, inline = args
-        request = parse_counted(predict_pb2.PredictRequest, data, ctx)
-        spec = model_spec_of(require_model_spec(request))
-        call = PredictRequest(spec, TensorProtoInputs(request.inputs), list(request.output_filter) or None)
-        del request  # `call` holds the tensors until they are decoded
+        spec, call = self._predict_request(data, ctx)
         result = self.service.predict(ctx, call, inline=inline)
         if result is None:
             return None
         del call
+        return self._predict_response(spec, result)
+
+    async def predict_awaited(self, data: bytes, ctx: CallContext) -> bytes | None:
+        """Predict on the event loop when the server batches: the call awaits its batch. None
+        (nothing counted) when it is too large to parse here or its servable does not batch."""
+        if not self.service.may_await(len(data)):
+            return None
+        return await self.service.call_awaited(ctx, self._predict_awaited, (data, ctx))
+
+    async def _predict_awaited(self, args: tuple[bytes, CallContext]) -> bytes | None:
+        data, ctx = args
+        spec, call = self._predict_request(data, ctx)
+        result = await self.service.predict_awaited(ctx, call)
+        if result is None:
+            return None
+        return self._predict_response(spec, result)
+
+    @staticmethod
+    def _predict_request(data: bytes, ctx: CallContext) -> tuple[ModelSpec, PredictRequest]:
+        request = parse_counted(predict_pb2.PredictRequest, data, ctx)
+        spec = model_spec_of(require_model_spec(request))
+        call = PredictRequest(spec, TensorProtoInputs(request.inputs), list(request.output_filter) or None)
+        return spec, call  # `call` holds the tensors until they are decoded
+
+    def _predict_response(self, spec: ModelSpec, result: PredictResult) -> bytes:
         response = predict_pb2.PredictResponse()
         fill_model_spec(response.model_spec, spec.name, result.signature_name, result.version)
         from_ndarray = self._from_ndarray
@@ -153,6 +182,14 @@ class PredictionServices:
 
     def regress(self, data: bytes, ctx: CallContext) -> bytes:
         return self._examples(data, ctx, regression_pb2.RegressionRequest)
+
+    async def classify_awaited(self, data: bytes, ctx: CallContext) -> bytes | None:
+        """Classify on the event loop when the server batches (see `predict_awaited`)."""
+        return await self._examples_awaited(data, ctx, classification_pb2.ClassificationRequest)
+
+    async def regress_awaited(self, data: bytes, ctx: CallContext) -> bytes | None:
+        """Regress on the event loop when the server batches (see `predict_awaited`)."""
+        return await self._examples_awaited(data, ctx, regression_pb2.RegressionRequest)
 
     def _examples(self, data: bytes, ctx: CallContext, request_class: Any) -> bytes:
         out = self.service.call(ctx, self._run_examples, (data, ctx, request_class))
@@ -170,9 +207,27 @@ class PredictionServices:
         else:
             response = regression_pb2.RegressionResponse()
             result, version = self.service.regress(ctx, spec, request.input)
-        response.result.CopyFrom(result)
-        fill_model_spec(response.model_spec, spec.name, spec.signature, version)
-        return bytes(response.SerializeToString())
+        return _examples_response(response, spec, result, version)
+
+    async def _examples_awaited(self, data: bytes, ctx: CallContext, request_class: Any) -> bytes | None:
+        if not self.service.may_await(len(data)):
+            return None
+        return await self.service.call_awaited(ctx, self._run_examples_awaited, (data, ctx, request_class))
+
+    async def _run_examples_awaited(self, args: tuple[bytes, CallContext, Any]) -> bytes | None:
+        data, ctx, request_class = args
+        request = parse_counted(request_class, data, ctx)
+        spec = model_spec_of(require_model_spec(request))
+        answer: tuple[Any, int] | None
+        if request_class is classification_pb2.ClassificationRequest:
+            response: Any = classification_pb2.ClassificationResponse()
+            answer = await self.service.classify_awaited(ctx, spec, request.input)
+        else:
+            response = regression_pb2.RegressionResponse()
+            answer = await self.service.regress_awaited(ctx, spec, request.input)
+        if answer is None:
+            return None
+        return _examples_response(response, spec, *answer)
 
     def multi_inference(self, data: bytes, ctx: CallContext) -> bytes:
         request = parse(inference_pb2.MultiInferenceRequest, data)
@@ -226,6 +281,12 @@ class PredictionServices:
             metric.name = metric_name
             metric.int64_value_increase = after[metric_name] - before[metric_name]
         return bytes(response.SerializeToString())
+
+
+def _examples_response(response: Any, spec: ModelSpec, result: Any, version: int) -> bytes:
+    response.result.CopyFrom(result)
+    fill_model_spec(response.model_spec, spec.name, spec.signature, version)
+    return bytes(response.SerializeToString())
 
 
 def read_int_metrics(metrics: Metrics, names: Iterable[str]) -> dict[str, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from sigserve.errors import Code, SigserveError
@@ -30,6 +30,7 @@ _NO_METADATA: Mapping[str, str] = {}
 Body = Callable[[bytes, CallContext], bytes]
 InlineBody = Callable[[bytes, CallContext], "bytes | None"]
 StreamBody = Callable[[AsyncIterator[bytes], CallContext], AsyncIterator[bytes]]
+AwaitedBody = Callable[[bytes, CallContext], "Awaitable[bytes | None]"]
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,13 @@ class Method:
     `inline`, if set, is tried on the event loop first and returns None (having done nothing) to send
     the call to the pool: for a step of a few µs the hop to a worker and back costs more than the call.
     `api` is the method's name, the request metrics' API label, `protocol` their protocol label; the
-    transport builds each call's `CallContext` (`context`) from the client's deadline and metadata."""
+    transport builds each call's `CallContext` (`context`) from the client's deadline and metadata.
+    `awaited`, set only when the server batches, is tried first, on the loop: a call that waits for
+    its batch is a future there, not a pool thread; None (nothing done) sends the call on as above."""
 
     body: Body
     inline: InlineBody | None = None
+    awaited: AwaitedBody | None = None
     api: str = ""
     protocol: str = PROTOCOL_TFSERVING
 
@@ -72,7 +76,12 @@ async def call_method(
     method: Method, data: bytes, ctx: CallContext, executor: concurrent.futures.Executor | None
 ) -> bytes:
     """One call of `method` from an event loop: on the loop if its `inline` body takes it, else
-    `body` in `executor`. Raises what the body raises (`rpc_status` maps it)."""
+    `body` in `executor`; its `awaited` body first, if set. Raises what the body raises (`rpc_status`
+    maps it)."""
+    if method.awaited is not None:
+        answer = await method.awaited(data, ctx)
+        if answer is not None:
+            return answer
     if method.inline is not None:
         out = method.inline(data, ctx)
         if out is not None:
@@ -103,13 +112,28 @@ def method_table(services: PredictionServices) -> dict[str, dict[str, Method]]:
     not. Every body first checks the call's access token (`PredictionService.guard`, a no-op without
     --auth_token_file) except the probes: V2's ServerLive/ServerReady/ModelReady, like gRPC health,
     stay open."""
-    guard = services.service.guard
-    v2 = InferenceServices(OpenInference(services.service))
+    service = services.service
+    guard = service.guard
+    v2 = InferenceServices(OpenInference(service))
+    batching = service.batching  # only then are the awaited bodies worth their try
     return {
         PREDICTION_SERVICE: {
-            "Classify": Method(guard(services.classify), api="Classify"),
-            "Regress": Method(guard(services.regress), api="Regress"),
-            "Predict": Method(guard(services.predict), guard(services.predict_inline), api="Predict"),
+            "Classify": Method(
+                guard(services.classify),
+                api="Classify",
+                awaited=guard(services.classify_awaited) if batching else None,
+            ),
+            "Regress": Method(
+                guard(services.regress),
+                api="Regress",
+                awaited=guard(services.regress_awaited) if batching else None,
+            ),
+            "Predict": Method(
+                guard(services.predict),
+                guard(services.predict_inline),
+                api="Predict",
+                awaited=guard(services.predict_awaited) if batching else None,
+            ),
             "MultiInference": Method(guard(services.multi_inference), api="MultiInference"),
             "GetModelMetadata": Method(guard(services.get_model_metadata), api="GetModelMetadata"),
         },
@@ -126,7 +150,11 @@ def method_table(services: PredictionServices) -> dict[str, dict[str, Method]]:
             "ServerMetadata": Method(guard(v2.server_metadata), api="ServerMetadata", protocol=V2),
             "ModelMetadata": Method(guard(v2.model_metadata), api="ModelMetadata", protocol=V2),
             "ModelInfer": Method(
-                guard(v2.model_infer), guard(v2.model_infer_inline), api="ModelInfer", protocol=V2
+                guard(v2.model_infer),
+                guard(v2.model_infer_inline),
+                api="ModelInfer",
+                protocol=V2,
+                awaited=guard(v2.model_infer_awaited) if batching else None,
             ),
         },
     }

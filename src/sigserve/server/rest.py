@@ -63,6 +63,7 @@ _STATIC_HEADERS = (
     (b"cache-control", b"no-cache"),
 )
 _MAX_CACHED_URLS = 1024
+_AWAITED = frozenset(("predict", "classify", "regress"))  # what awaits its batch on the loop
 T = TypeVar("T")
 _NOT_FOUND_BODY = b"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>"
 
@@ -270,6 +271,8 @@ class RestApp:
         ctx.api = "predict"
         if len(body) > self.max_body or not self.service.may_run_inline(len(body), ctx):
             return None
+        if self.service.may_await(len(body)):
+            return None  # batching on: the ASGI path awaits the batch without holding the loop
         try:
             out = self._predict(ctx, self._predict_request(call, self._json.parse_predict(body)), True)
             if out is None:
@@ -348,7 +351,9 @@ class RestApp:
             body = b""
             if method == "POST":
                 gzipped, body = await self._read_body(scope, receive)
-            if call.kind == "predict" and not gzipped and self.service.may_run_inline(len(body), ctx):
+            if call.kind in _AWAITED and not gzipped and self.service.may_await(len(body)):
+                out = await self._awaited(ctx, call, body)
+            elif call.kind == "predict" and not gzipped and self.service.may_run_inline(len(body), ctx):
                 out = await self._small_predict(ctx, call, body)
             else:
                 out = await self._in_pool(ctx, self._process, ctx, call, body, gzipped)
@@ -381,6 +386,31 @@ class RestApp:
         if out is not None:
             return out
         return await self._in_pool(ctx, self._pool_predict, ctx, request)
+
+    async def _awaited(self, ctx: CallContext, call: urls.ApiCall, body: bytes) -> bytes:
+        """Batching on: a small predict, classify or regress is parsed here and awaits its batch on
+        the loop (`PredictionService.predict_awaited`); a servable that does not batch sends it on to
+        the short path or the pool, as without batching."""
+        if call.kind == "predict":
+            request = self._predict_request(call, self._json.parse_predict(body))
+            result = await self.service.predict_awaited(ctx, request)
+            if result is None:
+                out = self._predict(ctx, request, self.service.may_run_inline(len(body), ctx))
+                return out if out is not None else await self._in_pool(ctx, self._pool_predict, ctx, request)
+            inputs = request.inputs
+            assert isinstance(inputs, JsonInputs)
+            return self._json.encode_predict(result.outputs, inputs.row_format)
+        examples = self._json.parse_examples(body, call.kind)
+        spec = ModelSpec(call.model_name, call.version, call.label, examples.signature_name)
+        if call.kind == "classify":
+            classified = await self.service.classify_awaited(ctx, spec, examples.input)
+            if classified is not None:
+                return self._json.encode_classify(classified[0])
+        else:
+            regressed = await self.service.regress_awaited(ctx, spec, examples.input)
+            if regressed is not None:
+                return self._json.encode_regress(regressed[0])
+        return await self._in_pool(ctx, self._process, ctx, call, body, False)
 
     @staticmethod
     def _predict_request(call: urls.ApiCall, body: Any) -> PredictRequest:

@@ -228,7 +228,11 @@ def build(options: ServerOptions) -> ServerParts:
     core = make_core(options, config, make_loader(options, scheduler), metrics)
     request_logger = make_request_logger(options, config, metrics)
     service = PredictionService(
-        core, metrics, observer=request_logger, authenticator=make_authenticator(options)
+        core,
+        metrics,
+        observer=request_logger,
+        authenticator=make_authenticator(options),
+        batching=scheduler is not None,
     )
     return ServerParts(
         options,

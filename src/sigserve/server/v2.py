@@ -95,17 +95,34 @@ class OpenInference:
     ) -> InferResponse | None:
         """Run `request` on model `name` at `version`. `inline`: the caller is the event loop, and
         None (nothing done) means "run me in the pool", as `PredictionService.predict` says."""
-        spec = model_spec(name, version, request.signature_name)
-        ctx.model_name = name
         if request.timeout is not None:
-            ctx.timeout = request.timeout if ctx.timeout is None else min(ctx.timeout, request.timeout)
-            if inline and not self.service.inline.allows_timeout(ctx.timeout):
+            timeout = request.timeout if ctx.timeout is None else min(ctx.timeout, request.timeout)
+            if inline and not self.service.inline.allows_timeout(timeout):
                 return None
-        call = PredictRequest(spec, V2Inputs(request), request.output_filter())
+        call = self._predict_request(ctx, request, name, version)
         result = self.service.predict(ctx, call, inline=inline)
         if result is None:
             return None
         return response(request, result.outputs, name, str(result.version))
+
+    async def infer_awaited(
+        self, ctx: CallContext, request: InferRequest, name: str, version: str
+    ) -> InferResponse | None:
+        """`infer` from an event loop when the server batches (`PredictionService.predict_awaited`):
+        None (nothing done) when the model's servable does not batch."""
+        result = await self.service.predict_awaited(ctx, self._predict_request(ctx, request, name, version))
+        if result is None:
+            return None
+        return response(request, result.outputs, name, str(result.version))
+
+    @staticmethod
+    def _predict_request(ctx: CallContext, request: InferRequest, name: str, version: str) -> PredictRequest:
+        """The Predict that serves `request`; its `timeout` parameter tightens the call's deadline."""
+        spec = model_spec(name, version, request.signature_name)
+        ctx.model_name = name
+        if request.timeout is not None:
+            ctx.timeout = request.timeout if ctx.timeout is None else min(ctx.timeout, request.timeout)
+        return PredictRequest(spec, V2Inputs(request), request.output_filter())
 
     def model_metadata(self, ctx: CallContext, name: str, version: str) -> metadata.ModelMetadata:
         """The version's default signature, and every AVAILABLE version of the model."""

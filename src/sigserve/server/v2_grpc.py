@@ -55,6 +55,22 @@ class InferenceServices:
             return None
         return self.service.call(ctx, self._infer, (data, ctx, True))
 
+    async def model_infer_awaited(self, data: bytes, ctx: CallContext) -> bytes | None:
+        """ModelInfer on the event loop when the server batches: the call awaits its batch. None
+        (nothing counted) when it is too large to parse here or its servable does not batch."""
+        if not self.service.may_await(len(data)):
+            return None
+        return await self.service.call_awaited(ctx, self._infer_awaited, (data, ctx))
+
+    async def _infer_awaited(self, args: tuple[bytes, CallContext]) -> bytes | None:
+        data, ctx = args
+        ctx.model_name = codec.model_name_of(data)
+        request = codec.parse_infer(data)
+        answer = await self.v2.infer_awaited(ctx, request, request.model_name, request.model_version)
+        if answer is None:
+            return None
+        return codec.encode_infer(answer, request.raw)
+
     def _infer(self, args: tuple[bytes, CallContext, bool]) -> bytes | None:
         data, ctx, inline = args
         ctx.model_name = codec.model_name_of(data)

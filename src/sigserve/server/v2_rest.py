@@ -34,6 +34,7 @@ from sigserve.server.v2 import PROTOCOL, OpenInference
 from sigserve.service import CallContext
 
 if TYPE_CHECKING:
+    from sigserve.codec.v2.request import InferResponse
     from sigserve.server.rest import Receive, RestApp, Scope
 
 logger = logging.getLogger("sigserve.rest")
@@ -145,7 +146,17 @@ class V2Routes:
             if key == _HEADER_LENGTH:
                 header = value
                 break
-        if not gzipped and self.service.may_run_inline(len(body), ctx):
+        out: Answer | None = None
+        if not gzipped and self.service.may_await(len(body)):
+            request = codec.parse_infer(body, header, name, version, max_depth=self.app.max_json_depth)
+            answer = await self.v2.infer_awaited(ctx, request, name, version)
+            if answer is not None:
+                out = self._encode(answer)
+            elif self.service.may_run_inline(len(body), ctx):
+                out = self._run(ctx, request, name, version, True)
+            if out is None:
+                out = await self.app._in_pool(ctx, self._run, ctx, request, name, version, False)
+        elif not gzipped and self.service.may_run_inline(len(body), ctx):
             request = codec.parse_infer(body, header, name, version, max_depth=self.app.max_json_depth)
             out = self._run(ctx, request, name, version, True)
             if out is None:
@@ -176,6 +187,9 @@ class V2Routes:
         answer = self.v2.infer(ctx, request, name, version, inline=inline)
         if answer is None:
             return None
+        return self._encode(answer)
+
+    def _encode(self, answer: InferResponse) -> Answer:
         parts, header_length = codec.encode_infer(answer)
         if header_length is None:
             return 200, self._json_headers(), parts[0]

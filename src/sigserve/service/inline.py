@@ -76,12 +76,16 @@ class InlinePolicy:
         stall_limit: float = 10e-3,
         min_timeout: float = 10e-3,
         max_body: int = 4096,
+        max_awaited_body: int = 65536,
         enabled: bool = True,
     ) -> None:
         self.max_runtime = max_runtime
         self.stall_limit = stall_limit
         self.min_timeout = min_timeout
         self.max_body = max_body
+        # Batching on: requests up to this many bytes are parsed on the loop and await their batch
+        # there (a 1-row JSON request of a few thousand floats); larger ones take the pool as before.
+        self.max_awaited_body = max_awaited_body
         self.enabled = enabled
         self._routes: dict[Route, _History] = {}
 

@@ -20,18 +20,22 @@ decoders see the signature map only to learn dtypes, as TF Serving's REST JSON d
 
 The methods are synchronous and thread-agnostic: a front end runs them on its event loop (only
 `predict(..., inline=True)`, which declines by returning None) or in its thread pool, with its own
-mechanics for waiting; what to run where, and what the answer is, is decided here.
+mechanics for waiting; what to run where, and what the answer is, is decided here. When the server
+batches (`batching`), `predict_awaited`, `classify_awaited` and `regress_awaited` are the same calls
+for an event loop: a request waiting for its batch is a future there, not a pool thread (they
+decline with None, having done nothing, for a servable that does not batch).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from sigserve.errors import Code, SigserveError, invalid_argument
-from sigserve.interfaces import ModelManager
+from sigserve.interfaces import ModelManager, Servable
 from sigserve.protos import (
     classification_pb2,
     get_model_status_pb2,
@@ -73,8 +77,11 @@ class PredictionService:
         inline: InlinePolicy | None = None,
         observer: CallObserver | None = None,
         authenticator: Authenticator | None = None,
+        batching: bool = False,
     ) -> None:
         self.manager = manager
+        # The server batches (--enable_batching): front ends try the `*_awaited` calls first.
+        self.batching = batching
         self.metrics = metrics
         self.inline = inline if inline is not None else InlinePolicy()
         # Told about every answered call and every new config (the request logger); None: no one.
@@ -107,6 +114,36 @@ class PredictionService:
         if result is not None:
             self.record(ctx, code)
         return result
+
+    async def call_awaited(
+        self, ctx: CallContext, body: Callable[[P], Awaitable[T | None]], payload: P
+    ) -> T | None:
+        """`call` for a body that is awaited on an event loop (one that uses the `*_awaited` calls).
+        A body cancelled while it waits (the client went away) is counted as CANCELLED."""
+        code = Code.OK
+        try:
+            result = await body(payload)
+        except SigserveError as e:
+            code = e.code
+            raise
+        except asyncio.CancelledError:
+            code = Code.CANCELLED
+            raise
+        except BaseException:
+            code = Code.INTERNAL
+            raise
+        finally:
+            if code != Code.OK:
+                self.record(ctx, code)
+        if result is not None:
+            self.record(ctx, code)
+        return result
+
+    def may_await(self, size: int) -> bool:
+        """Whether a Predict / Classify / Regress of `size` request bytes may take the awaited path
+        (`predict_awaited`, ...): the server batches, and the request is small enough to parse on
+        the event loop (`InlinePolicy.max_awaited_body`)."""
+        return self.batching and size <= self.inline.max_awaited_body
 
     def record(self, ctx: CallContext, code: Code) -> None:
         """Count one finished call: `call()` does it for bodies; a front end calls it directly only
@@ -177,6 +214,42 @@ class PredictionService:
             version = servable.version
         if inline and ctx.overdue():
             raise ctx.deadline_exceeded()
+        return self._predicted(request, inputs, outputs, version, runtime)
+
+    async def predict_awaited(self, ctx: CallContext, request: PredictRequest) -> PredictResult | None:
+        """`predict` from an event loop when the servable batches: the request waits for its batch
+        as a future. None (nothing done) when the servable does not batch: the caller goes on as
+        without batching (`predict(..., inline=True)`, then its pool). The deadline is the batching
+        runner's (a call still queued at `ctx.timeout` fails), and is checked once more at the end."""
+        spec = request.spec
+        signature = spec.signature
+        ctx.model_name = spec.name
+        ctx.signature = signature
+        with self.manager.handle(spec.name, spec.version, spec.label) as servable:
+            if not servable.awaits_batches:
+                return None
+            inputs = request.inputs.decode(servable, signature)
+            started = time.perf_counter()
+            outputs = await servable.predict_awaited(
+                inputs, signature_name=signature, output_filter=request.output_filter, timeout=ctx.timeout
+            )
+            runtime = time.perf_counter() - started
+            version = servable.version
+        if ctx.overdue():
+            raise ctx.deadline_exceeded()
+        return self._predicted(request, inputs, outputs, version, runtime)
+
+    def _predicted(
+        self,
+        request: PredictRequest,
+        inputs: Mapping[str, Any],
+        outputs: dict[str, Any],
+        version: int,
+        runtime: float,
+    ) -> PredictResult:
+        """A Predict's answer, counted in the runtime metric and shown to the observer."""
+        spec = request.spec
+        signature = spec.signature
         self.metrics.observe_runtime(
             model_name=spec.name, api="predict", signature=signature, latency_seconds=runtime
         )
@@ -187,7 +260,6 @@ class PredictionService:
                 call = AnsweredCall("predict", spec.name, version, signature, inputs, outputs, time.time())
                 call.output_filter = tuple(request.output_filter or ())
                 observer.observe(ticket, _requested(call, spec))
-        del inputs
         return PredictResult(outputs, version, signature)
 
     def classify(
@@ -202,24 +274,64 @@ class PredictionService:
         """Regress: (the result, the version that served it)."""
         return self._examples(ctx, spec, input, "regress")  # type: ignore[return-value]
 
+    async def classify_awaited(
+        self, ctx: CallContext, spec: ModelSpec, input: input_pb2.Input
+    ) -> tuple[classification_pb2.ClassificationResult, int] | None:
+        """`classify` from an event loop when the servable batches; None (nothing done) otherwise."""
+        return await self._examples_awaited(ctx, spec, input, "classify")  # type: ignore[return-value]
+
+    async def regress_awaited(
+        self, ctx: CallContext, spec: ModelSpec, input: input_pb2.Input
+    ) -> tuple[regression_pb2.RegressionResult, int] | None:
+        """`regress` from an event loop when the servable batches; None (nothing done) otherwise."""
+        return await self._examples_awaited(ctx, spec, input, "regress")  # type: ignore[return-value]
+
     def _examples(
         self, ctx: CallContext, spec: ModelSpec, input: input_pb2.Input, api: str
     ) -> tuple[classification_pb2.ClassificationResult | regression_pb2.RegressionResult, int]:
-        signature = spec.signature
         ctx.model_name = spec.name
-        ctx.signature = signature
+        ctx.signature = spec.signature
         with self.manager.handle(spec.name, spec.version, spec.label) as servable:
             self.metrics.observe_examples(model_name=spec.name, count=self._num_examples(input))
             run = servable.classify if api == "classify" else servable.regress
             started = time.perf_counter()
-            result = run(input, signature_name=signature, timeout=ctx.timeout)
-            self.metrics.observe_runtime(
-                model_name=spec.name,
-                api=api,
-                signature=signature,
-                latency_seconds=time.perf_counter() - started,
-            )
+            result = run(input, signature_name=spec.signature, timeout=ctx.timeout)
+            runtime = time.perf_counter() - started
             version = servable.version
+        return self._examined(spec, api, input, result, version, runtime)
+
+    async def _examples_awaited(
+        self, ctx: CallContext, spec: ModelSpec, input: input_pb2.Input, api: str
+    ) -> tuple[classification_pb2.ClassificationResult | regression_pb2.RegressionResult, int] | None:
+        ctx.model_name = spec.name
+        ctx.signature = spec.signature
+        with self.manager.handle(spec.name, spec.version, spec.label) as servable:
+            if not servable.awaits_batches:
+                return None
+            self.metrics.observe_examples(model_name=spec.name, count=self._num_examples(input))
+            run = _awaited_examples(servable, api)
+            started = time.perf_counter()
+            result = await run(input, signature_name=spec.signature, timeout=ctx.timeout)
+            runtime = time.perf_counter() - started
+            version = servable.version
+        if ctx.overdue():
+            raise ctx.deadline_exceeded()
+        return self._examined(spec, api, input, result, version, runtime)
+
+    def _examined(
+        self,
+        spec: ModelSpec,
+        api: str,
+        input: input_pb2.Input,
+        result: classification_pb2.ClassificationResult | regression_pb2.RegressionResult,
+        version: int,
+        runtime: float,
+    ) -> tuple[classification_pb2.ClassificationResult | regression_pb2.RegressionResult, int]:
+        """A Classify / Regress answer, counted in the runtime metric and shown to the observer."""
+        signature = spec.signature
+        self.metrics.observe_runtime(
+            model_name=spec.name, api=api, signature=signature, latency_seconds=runtime
+        )
         observer = self.observer
         if observer is not None:
             ticket = observer.sample(spec.name)
@@ -345,6 +457,10 @@ class PredictionService:
                 return True
         except SigserveError:
             return False
+
+
+def _awaited_examples(servable: Servable, api: str) -> Callable[..., Awaitable[Any]]:
+    return servable.classify_awaited if api == "classify" else servable.regress_awaited
 
 
 def _requested(call: AnsweredCall, spec: ModelSpec) -> AnsweredCall:
