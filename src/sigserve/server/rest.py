@@ -374,9 +374,14 @@ class RestApp:
     async def _in_pool(self, ctx: CallContext, fn: Callable[..., T], *args: Any) -> T:
         future = asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         try:
-            return await asyncio.wait_for(future, ctx.timeout)
+            result = await asyncio.wait_for(future, ctx.timeout)
         except asyncio.TimeoutError:
             raise ctx.deadline_exceeded() from None
+        # The call's deadline runs from its arrival: a result that came back after it (the loop
+        # was busy when the timer was due, or the body took a while) is late all the same.
+        if ctx.overdue():
+            raise ctx.deadline_exceeded()
+        return result
 
     async def _small_predict(self, ctx: CallContext, call: urls.ApiCall, body: bytes) -> bytes:
         """A predict with a small plain body: parsed here (bounded by the size), then run on the loop
