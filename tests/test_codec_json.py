@@ -498,6 +498,19 @@ def test_non_finite_values_are_tokens(dtype: type) -> None:
     assert back[0, 0] == 1.5 and back[1, 0] == np.inf and back[1, 1] == -np.inf
 
 
+def test_an_output_named_null_does_not_hide_non_finite_values() -> None:
+    """The small-output writer looks for orjson's `null` in the text; a key holding it must still get
+    its NaN written as a token."""
+    for outputs in ({"null": np.float32([1.0, 2.0])}, {"null": np.float32([np.nan, 2.0])}):
+        body = cj.encode_predict(outputs, row_format=False)
+        back = _reads_back(body)["outputs"]
+        assert b"NaN" in body or back == [1.0, 2.0]
+        assert (math.isnan(back[0]) and back[1] == 2.0) or back == [1.0, 2.0]
+    body = cj.encode_predict({"xnullx": np.float64([np.inf]), "y": np.float32([np.nan])}, row_format=True)
+    row = _reads_back(body)["predictions"][0]
+    assert row["xnullx"] == math.inf and math.isnan(row["y"]) and b"null" not in body.replace(b"xnullx", b"")
+
+
 def test_whole_numbers_stay_floats_and_ints_stay_ints() -> None:
     body = cj.encode_predict(
         {"f": np.float32([3, 42, 0, -0.0]), "i": np.int64([3, 42, 0, 0])}, row_format=False

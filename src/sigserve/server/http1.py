@@ -250,7 +250,7 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        request = Request(self.loop.time())
+        request = Request(self.last_active)  # the time of this read
         self.parsing = request
         self.header_bytes = self.raw_header_bytes = 0
         self.requests.append(request)
@@ -259,7 +259,9 @@ class Connection(asyncio.Protocol):
         request = self.parsing
         assert request is not None
         request.raw_path += url
-        self._count_header_bytes(len(url))
+        self.header_bytes += len(url)
+        if self.header_bytes > self.limits.max_header_bytes:
+            raise _HeaderLimit(self._header_limit_text())
 
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self.parsing
@@ -270,7 +272,9 @@ class Connection(asyncio.Protocol):
                 f"Too many request headers (more than {self.limits.max_headers}); raise "
                 "--rest_api_max_headers if a proxy adds them"
             )
-        self._count_header_bytes(len(name) + len(value) + 4)
+        self.header_bytes += len(name) + len(value) + 4  # (inline: called per header)
+        if self.header_bytes > self.limits.max_header_bytes:
+            raise _HeaderLimit(self._header_limit_text())
 
     def on_headers_complete(self) -> None:
         request = self.parsing
@@ -299,11 +303,6 @@ class Connection(asyncio.Protocol):
         self.parsing = None
         if request is self.running:
             self._wake_body()
-
-    def _count_header_bytes(self, n: int) -> None:
-        self.header_bytes += n
-        if self.header_bytes > self.limits.max_header_bytes:
-            raise _HeaderLimit(self._header_limit_text())
 
     def _header_limit_text(self) -> str:
         return (
