@@ -254,6 +254,8 @@ class RestApp:
         `_predict`, `_failure` and the service's `record`, so the two answer alike."""
         if request.method != "POST" or request.query:
             return None
+        if request.raw_path.startswith(b"/v2/"):
+            return self.v2.respond_now(request)
         path = request.raw_path.decode("latin-1")
         call = self._calls.get(("POST", path))
         if call is None or call.kind != "predict" or path == self.metrics_path:

@@ -35,6 +35,7 @@ from sigserve.service import CallContext
 
 if TYPE_CHECKING:
     from sigserve.codec.v2.request import InferResponse
+    from sigserve.server import http1
     from sigserve.server.rest import Receive, RestApp, Scope
 
 logger = logging.getLogger("sigserve.rest")
@@ -43,6 +44,7 @@ _MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(?:/(ready|infer))
 _JSON = (b"content-type", b"application/json")
 _BINARY = (b"content-type", b"application/octet-stream")
 _HEADER_LENGTH = codec.HEADER_LENGTH.encode()
+_MAX_CACHED_PATHS = 1024
 _PATHS = "GET /v2, /v2/health/live, /v2/health/ready, /v2/models/{m}[/versions/{v}][/ready]; POST .../infer"
 
 Headers = list[tuple[bytes, bytes]]
@@ -64,6 +66,57 @@ class V2Routes:
         self.app = app
         self.service = app.service
         self.v2 = OpenInference(app.service)
+        self._infer_paths: dict[bytes, tuple[str, str]] = {}  # raw infer path -> (model, version)
+
+    def respond_now(self, request: http1.Request) -> Answer | None:
+        """A complete, small, plain inference answered on the loop without ASGI, as
+        `RestApp.respond_now` does for /v1 predict (`http1.py` asks it first); None for anything
+        else, which `handle` answers. Both end in `_run`, `_error` and the service's `record`."""
+        if request.method != "POST":
+            return None
+        target = self._infer_paths.get(request.raw_path)
+        if target is None:
+            return None  # not an infer URL seen before (`handle` parses and caches it)
+        header = None
+        authorization = None
+        for key, value in request.headers:
+            if key == _HEADER_LENGTH:
+                header = value
+            elif key == b"content-encoding":
+                return None
+            elif key == b"authorization":
+                authorization = value
+        app = self.app
+        if app.auth and not app._token_ok(authorization):
+            return None  # the ASGI path answers 401
+        body = request.body[0] if len(request.body) == 1 else b"".join(request.body)
+        name, version = target
+        ctx = self._infer_context(name)
+        size = len(body)
+        if size > app.max_body or not self.service.may_run_inline(size, ctx) or self.service.may_await(size):
+            return None
+        try:
+            parsed = codec.parse_infer(body, header, name, version, max_depth=app.max_json_depth)
+            out = self._run(ctx, parsed, name, version, True)
+        except SigserveError as e:
+            return self._error(ctx, e.code, http_status(e.code), e.message)
+        except Exception as e:
+            logger.exception("Unexpected error serving POST %s", request.raw_path[:200])
+            return self._error(ctx, Code.INTERNAL, 500, f"Internal error: {type(e).__name__}: {e}")
+        if out is None:
+            return None  # the service wants it in the pool after all
+        self.service.record(ctx, Code.OK)
+        return out
+
+    def _infer_context(self, name: str) -> CallContext:
+        return CallContext(
+            "REST",
+            "infer",
+            self.app.timeout,
+            model_name=name,
+            protocol=PROTOCOL,
+            deadline_message=self.app._deadline_text,
+        )
 
     async def handle(self, scope: Scope, receive: Receive, method: str, path: str) -> Answer:
         """(status, headers, body) for one /v2 request; `path` is the raw path without the query."""
@@ -88,14 +141,10 @@ class V2Routes:
                 tail = match.group(3)
                 if tail == "infer":
                     self._only(method, "POST", path)
-                    ctx = CallContext(
-                        "REST",
-                        "infer",
-                        self.app.timeout,
-                        model_name=name,
-                        protocol=PROTOCOL,
-                        deadline_message=self.app._deadline_text,
-                    )
+                    ctx = self._infer_context(name)
+                    if len(self._infer_paths) >= _MAX_CACHED_PATHS:
+                        self._infer_paths.clear()
+                    self._infer_paths[path.encode("latin-1")] = (name, version)
                     return await self._infer(ctx, scope, receive, name, version)
                 self._only(method, "GET", path)
                 if tail == "ready":
