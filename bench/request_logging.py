@@ -23,9 +23,12 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+HERE = pathlib.Path(__file__).resolve().parent
+# bench/ holds grpc.py: keep `import grpc` (in sigserve.client) from importing it; the directory
+# goes last, after site-packages, for `import loadgen`.
+sys.path[:] = [p for p in sys.path if pathlib.Path(p or ".").resolve() != HERE] + [str(HERE)]
 
-import loadgen
+import loadgen  # noqa: E402  (after the sys.path line above)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODEL = ROOT.parent / "shared" / "fixtures" / "tfserving" / "saved_model_half_plus_two_cpu"

@@ -190,13 +190,62 @@ def _tensor_bytes(array: Any) -> bytes | None:
     return out
 
 
+# A map entry's bytes before its tensor_content depend only on (field, alias, dtype, shape): kept, so
+# that a logged call's tensors cost a lookup and a `tobytes` each (the writer thread holds the GIL
+# the event loop needs; bench/request_logging.py).
+_ENTRY_PREFIXES: dict[tuple[int, str, Any, tuple[int, ...]], bytes | None] = {}
+_MAX_CACHED = 4096
+# (metadata, model spec as served and as requested) -> the record's fixed parts, for the same reason.
+_SPECS: dict[tuple[Any, ...], tuple[bytes, bytes, bytes]] = {}
+
+
+def _entry_prefix(number: int, alias: str, array: Any) -> bytes | None:
+    """Everything of a map entry `alias: TensorProto(array)` but the tensor_content bytes, or None."""
+    key = (number, alias, array.dtype, array.shape)
+    prefix = _ENTRY_PREFIXES.get(key, b"")
+    if prefix != b"":
+        return prefix
+    empty = _tensor_bytes(_EmptyLike(array))  # dtype and shape fields
+    if empty is None:
+        prefix = None
+    else:
+        value_head = empty
+        value_length = len(empty)
+        if array.size:
+            value_head += _SMALL[(4 << 3) | 2] + _varint(array.nbytes)
+            value_length = len(value_head) + array.nbytes
+        entry_head = _field(1, alias.encode("utf-8")) + _SMALL[(2 << 3) | 2] + _varint(value_length)
+        entry_length = len(entry_head) + value_length
+        prefix = _SMALL[(number << 3) | 2] + _varint(entry_length) + entry_head + value_head
+    if len(_ENTRY_PREFIXES) >= _MAX_CACHED:
+        _ENTRY_PREFIXES.clear()
+    _ENTRY_PREFIXES[key] = prefix
+    return prefix
+
+
+class _EmptyLike:
+    """An array's dtype and shape with no elements: `_tensor_bytes` of it is the TensorProto less its
+    tensor_content."""
+
+    __slots__ = ("dtype", "shape", "size")
+
+    def __init__(self, array: Any) -> None:
+        self.dtype = array.dtype
+        self.shape = array.shape
+        self.size = 0
+
+
 def _tensor_map(number: int, tensors: Mapping[str, Any]) -> bytes | None:
     parts = []
     for alias, array in tensors.items():
-        value = _tensor_bytes(array)
-        if value is None:
+        if getattr(array, "dtype", None) is None:
             return None
-        parts.append(_field(number, _field(1, alias.encode("utf-8")) + _field(2, value)))
+        prefix = _entry_prefix(number, alias, array)
+        if prefix is None:
+            return None
+        parts.append(prefix)
+        if array.size:
+            parts.append(array.tobytes())
     return b"".join(parts)
 
 
@@ -207,16 +256,30 @@ def prediction_log_bytes(call: Call, metadata: bytes) -> bytes:
         inputs = _tensor_map(2, call.request)
         outputs = _tensor_map(1, call.response)
         if inputs is not None and outputs is not None:
-            served = _spec_bytes(call.model, call.version, None, call.signature)
-            requested = _spec_bytes(
-                call.model, call.requested_version, call.requested_label, call.requested_signature
+            key = (
+                metadata,
+                call.model,
+                call.version,
+                call.signature,
+                call.requested_version,
+                call.requested_label,
+                call.requested_signature,
             )
-            request = (
-                _field(1, requested) + inputs + b"".join(_field(3, o.encode()) for o in call.output_filter)
-            )
-            response = outputs + _field(2, served)
-            head = metadata + _field(1, served) + b"\x20" + _varint(int(call.time))
-            return _field(1, head) + _field(6, _field(1, request) + _field(2, response))
+            specs = _SPECS.get(key)
+            if specs is None:
+                served = _spec_bytes(call.model, call.version, None, call.signature)
+                requested = _spec_bytes(
+                    call.model, call.requested_version, call.requested_label, call.requested_signature
+                )
+                if len(_SPECS) >= _MAX_CACHED:
+                    _SPECS.clear()
+                specs = _SPECS[key] = (metadata + _field(1, served), _field(1, requested), _field(2, served))
+            served_head, requested_field, served_field = specs
+            request = requested_field + inputs
+            if call.output_filter:
+                request += b"".join(_field(3, o.encode()) for o in call.output_filter)
+            head = served_head + b"\x20" + _varint(int(call.time))
+            return _field(1, head) + _field(6, _field(1, request) + _field(2, outputs + served_field))
     log = logging_pb2.LogMetadata.FromString(metadata)
     return bytes(prediction_log(call, log).SerializeToString())
 

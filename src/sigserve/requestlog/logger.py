@@ -300,12 +300,12 @@ class RequestLogger:
             entry[2].append(encoded)
         for sink, models, records in by_sink.values():
             written, error = sink.write(records)
-            for model in models[:written]:
-                self._count(model, Code.OK)
+            for model, n in collections.Counter(models[:written]).items():
+                self._count(model, Code.OK, n)
             if error is not None:
                 code = _ERRNO_CODES.get(error.errno or 0, Code.UNAVAILABLE)
-                for model in models[written:]:
-                    self._count(model, code)
+                for model, n in collections.Counter(models[written:]).items():
+                    self._count(model, code, n)
                 self._errors.report(
                     ("write", sink.kind, sink.prefix),
                     f"Could not write request log files {sink.prefix}-*: {error.strerror or error} "
@@ -315,7 +315,7 @@ class RequestLogger:
             self._finished += len(batch)
             self._written.notify_all()
 
-    def _count(self, model: str, code: Code) -> None:
+    def _count(self, model: str, code: Code, n: int = 1) -> None:
         if self._counter is None:
             return
         child = self._children.get((model, code))
@@ -323,7 +323,7 @@ class RequestLogger:
             if len(self._children) > 4096:
                 self._children.clear()
             child = self._children[(model, code)] = self._counter.labels(model, code.name)
-        child.inc()
+        child.inc(n)
 
 
 def _counter(registry: Any) -> Any:
