@@ -361,3 +361,155 @@ def test_stop_closes_connections() -> None:
     assert running.connections() == 1
     running.stop()
     assert closed(s)
+
+
+# -- found by review: bounds that hold under pipelining, trailers and slow bodies --------------------
+
+
+def test_pipelined_requests_from_a_client_that_does_not_read_stay_bounded() -> None:
+    for running in serve():
+        s = connect(running.port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setblocking(False)
+        chunk = b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n" * 2000
+        sent = 0
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and sent < 40_000_000:
+            try:
+                sent += s.send(chunk)
+            except BlockingIOError:
+                time.sleep(0.01)  # both socket buffers are full: the server stopped reading
+        assert sent < 40_000_000  # it stopped reading long before 40 MB
+        assert running.server is not None
+        queued = max((len(c.requests) for c in running.server.connections), default=0)
+        assert queued < 30_000  # what one 256 KiB read can hold, not everything sent
+
+
+def test_a_trailer_line_that_never_ends_is_bounded() -> None:
+    for running in serve(max_header_bytes=4096):
+        s, buffer = connect(running.port), bytearray()
+        s.sendall(b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: ")
+        try:
+            for _ in range(200):  # 200 KiB of one trailer value: stopped at 4 KiB
+                s.sendall(b"z" * 1024)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        status, _, body = read_response(s, buffer)
+        assert status == 431 and "--rest_api_max_header_bytes" in json.loads(body)["error"]
+
+
+def test_trailers_are_not_merged_into_the_headers() -> None:
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    class Headers(EchoApp):
+        async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+            while (await receive()).get("more_body"):
+                pass
+            seen.append(list(scope["headers"]))
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    running = Running(Headers(), Limits())
+    try:
+        s, buffer = connect(running.port), bytearray()
+        s.sendall(
+            b"POST /p HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"1\r\na\r\n0\r\nAuthorization: Bearer sneaky\r\n\r\n"
+        )
+        assert read_response(s, buffer)[2] == b"ok"
+        assert [name for name, _ in seen[0]] == [b"host", b"transfer-encoding"]
+    finally:
+        running.stop()
+
+
+def test_a_body_that_stops_arriving_gets_408() -> None:
+    for running in serve(body_timeout=0.3, keep_alive_timeout=0.3, sweep_interval=0.05):
+        s, buffer = connect(running.port), bytearray()
+        began = time.monotonic()
+        s.sendall(b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab")
+        status, _, body = read_response(s, buffer)
+        assert status == 408 and "--rest_api_body_timeout_seconds" in json.loads(body)["error"]
+        assert 0.3 <= time.monotonic() - began < 5
+        assert closed(s)
+
+
+def test_a_pipelined_request_whose_headers_come_later_is_answered(server: Running) -> None:
+    s, buffer = connect(server.port), bytearray()
+    s.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\nGET /fast HTTP/1.1\r\nHo")
+    assert json.loads(read_response(s, buffer)[2])["path"] == "/slow"
+    s.sendall(b"st: t\r\n\r\n")
+    assert read_response(s, buffer)[2] == b"fast"  # at once, not after the header timeout
+
+
+def test_requests_before_a_malformed_one_are_answered_first(server: Running) -> None:
+    for gap in (0.0, 0.01):
+        s, buffer = connect(server.port), bytearray()
+        s.sendall(b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\nGET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(gap)  # the garbage in the same read as the requests, or in the next one
+        s.sendall(b"GARBAGE\r\n\r\n")
+        assert read_response(s, buffer)[2] == b"fast"
+        assert json.loads(read_response(s, buffer)[2])["path"] == "/slow"
+        status, headers, _ = read_response(s, buffer)
+        assert status == 400 and headers["connection"] == "close"
+        assert closed(s)
+
+
+def test_head_of_a_streamed_response_has_no_body(server: Running) -> None:
+    s = connect(server.port)
+    s.sendall(b"HEAD /stream HTTP/1.1\r\nHost: t\r\n\r\nGET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+    raw = bytearray()
+    while not raw.endswith(b"fast"):
+        raw += s.recv(65536)
+    assert b"one," not in raw and raw.count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_http_1_0_gets_a_plain_streamed_body_and_keep_alive_when_asked(server: Running) -> None:
+    s, buffer = connect(server.port), bytearray()
+    s.sendall(b"GET /stream HTTP/1.0\r\n\r\n")
+    raw = bytearray()
+    while True:
+        data = s.recv(65536)
+        if not data:
+            break
+        raw += data
+    head, _, body = bytes(raw).partition(b"\r\n\r\n")
+    assert b"transfer-encoding" not in head.lower() and body == b"one,two,three"  # ended by the close
+    s, buffer = connect(server.port), bytearray()
+    s.sendall(b"GET /fast HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    status, headers, body = read_response(s, buffer)
+    assert (status, headers.get("connection"), body) == (200, "keep-alive", b"fast")
+    s.sendall(b"GET /fast HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    assert read_response(s, buffer)[2] == b"fast"
+
+
+def test_expect_100_continue_is_case_insensitive_and_not_for_http_1_0(server: Running) -> None:
+    s, buffer = connect(server.port), bytearray()
+    s.sendall(b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\nExpect: 100-Continue\r\n\r\n")
+    assert read_response(s, buffer)[0] == 100
+    s.sendall(b"ok")
+    assert read_response(s, buffer)[0] == 200
+    s, buffer = connect(server.port), bytearray()
+    s.sendall(b"POST /e HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+    s.sendall(b"ok")
+    status, _, body = read_response(s, buffer)
+    assert status == 200 and json.loads(body)["body"] == "ok"
+
+
+def test_bare_line_ends_do_not_keep_an_idle_connection_open() -> None:
+    for running in serve(keep_alive_timeout=0.3, sweep_interval=0.05):
+        s, buffer = connect(running.port), bytearray()
+        s.sendall(b"GET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(s, buffer)[0] == 200
+        began = time.monotonic()
+        s.setblocking(False)
+        while time.monotonic() - began < 5:
+            try:
+                s.send(b"\r\n")
+                if s.recv(1) == b"":
+                    break
+            except BlockingIOError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.05)
+        assert time.monotonic() - began < 5  # closed after the keep-alive timeout all the same

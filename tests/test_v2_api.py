@@ -426,6 +426,32 @@ def test_repeated_small_infers_answer_alike_on_the_short_path(
     assert _counter(after, bad) - _counter(before, bad) == n
 
 
+def test_short_path_errors_on_v1_are_counted_under_the_model(
+    client: httpx.Client, server: ServerProcess
+) -> None:
+    """A bad body on a /v1 predict URL answered on the event loop is counted under its model, as the
+    ASGI path counts it (not under an empty model name)."""
+
+    def invalid(text: str) -> float:
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith(":tensorflow:serving:request_count{")
+            and 'model_name="half_plus_two"' in line
+            and 'status="INVALID_ARGUMENT"' in line
+            and 'protocol="v2"' not in line
+        )
+
+    url = "/v1/models/half_plus_two:predict"
+    for _ in range(40):  # a fast route: the short path takes it from here on
+        assert client.post(url, json={"instances": [1.0]}).status_code == 200
+    before = invalid(metrics_text(server))
+    for _ in range(40):
+        r = client.post(url, content=b'{"instances": [1.0,]}')
+        assert r.status_code == 400 and "JSON Parse error" in r.json()["error"]
+    assert invalid(metrics_text(server)) - before == 40
+
+
 # -- batching with the TF Serving API, hot reload ----------------------------------------------------
 
 

@@ -64,6 +64,8 @@ HELP: dict[str, str] = {
     "rest_api_max_headers": "most REST request headers; more gets 431 (default 100)",
     "rest_api_header_timeout_seconds": "a REST request's headers must arrive within this, else 408 and "
     "the connection is closed (default 30)",
+    "rest_api_body_timeout_seconds": "a REST request body that gets no bytes for this long while the "
+    "server waits for it is answered 408 and the connection closed (default 60)",
     "rest_api_keep_alive_timeout_seconds": "close a REST connection idle this long between requests "
     "(default 60)",
     "max_request_json_depth": "deepest nesting of JSON arrays and objects in a REST request body "

@@ -50,12 +50,14 @@ AsgiApp = Callable[
 class Limits:
     """What one HTTP/1.1 connection may cost. Defaults are generous for API clients and bound a
     hostile one: 64 KiB of request line and headers (nginx's default total is 32 KiB, Triton's
-    evhtp 8 KiB per header), 100 headers (as h11, Tomcat), 30 s to send the headers, 60 s idle
-    between requests (what the uvicorn front end had)."""
+    evhtp 8 KiB per header), 100 headers (as h11, Tomcat), 30 s to send the headers, 60 s between
+    two reads of a body the app waits for (nginx's client_body_timeout), 60 s idle between requests
+    (what the uvicorn front end had)."""
 
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
     header_timeout: float = 30.0
+    body_timeout: float = 60.0  # a request body that is awaited and gets no byte for this long: 408
     keep_alive_timeout: float = 60.0
     sweep_interval: float = 1.0  # how often timeouts are checked: a timeout fires up to this late
 
@@ -69,6 +71,7 @@ class Request:
         "buffered",
         "complete",
         "headers",
+        "http10",
         "keep_alive",
         "method",
         "query",
@@ -85,6 +88,7 @@ class Request:
         self.began = began
         self.complete = False
         self.keep_alive = True
+        self.http10 = False
 
 
 Response = tuple[int, Headers, bytes]
@@ -138,23 +142,27 @@ def encode_response(
     keep_alive: bool,
     send_body: bool = True,
     chunked: bool = False,
+    http10: bool = False,
+    length: bool = True,
 ) -> bytes:
-    """Status line, headers (a content-length is added unless given, or the chunked coding), a date,
-    and the body."""
+    """Status line, headers (a content-length is added unless given or `length` is False, or the
+    chunked coding), a date, and the body. An HTTP/1.0 client is told when the connection stays."""
     parts = [_status_line(status), _CLOCK.date_header()]
     has_length = False
     for name, value in headers:
-        if name == b"content-length":
-            if chunked:
+        if name == b"content-length" or (len(name) == 14 and name.lower() == b"content-length"):
+            if chunked or not length:
                 continue
             has_length = True
         parts += (name, b": ", value, b"\r\n")
     if chunked:
         parts.append(b"transfer-encoding: chunked\r\n")
-    elif not has_length:
+    elif not has_length and length:
         parts.append(b"content-length: %d\r\n" % len(body))
     if not keep_alive:
         parts.append(b"connection: close\r\n")
+    elif http10:
+        parts.append(b"connection: keep-alive\r\n")
     parts.append(b"\r\n")
     if send_body:
         parts.append(body)
@@ -183,12 +191,17 @@ class Connection(asyncio.Protocol):
         self.parsing: Request | None = None
         self.running: Request | None = None  # the request the ASGI app is answering
         self.body_waiter: asyncio.Future[None] | None = None
-        self.header_bytes = 0  # request line and headers of the request being parsed, as parsed
+        self.header_bytes = 0  # request line and headers (or trailers) of the request being parsed
         self.raw_header_bytes = 0  # bytes fed while its headers were still incomplete
+        self.stalled_bytes = 0  # bytes fed since the parser last reported anything (see data_received)
+        self.trailers = 0  # trailer fields of the request being parsed
+        self.progress = False  # set by every parser callback during one feed
+        self.failure: bytes | None = None  # the error answer to write once earlier requests are answered
         self.read_paused = False
         self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
-        self.last_active = self.loop.time()
+        self.last_active = self.now = self.loop.time()
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
@@ -209,15 +222,21 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.drain_waiter = None
         self._next()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.failure is not None:
             return
-        self.last_active = self.loop.time()
+        now = self.loop.time()
         # A header line is held inside the parser until it ends, out of on_header's sight: count what
         # is fed to a request whose headers began in an earlier read.
         pending = self.parsing if self.parsing is not None and not self.parsing.method else None
+        self.progress = False
+        self.now = now
         try:
             self.parser.feed_data(data)
         except _HeaderLimit as e:
@@ -240,6 +259,16 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as e:
             self._fail(400, f"Invalid HTTP request: {e}")
             return
+        if self.progress:
+            self.last_active = now  # (bare CRLFs between requests do not keep a connection alive)
+            self.stalled_bytes = 0
+        elif self.parsing is not None and self.parsing.method:
+            # After the headers, a trailer line or a chunk-size line that never ends is also held in
+            # the parser without a callback: bytes that bring nothing are bounded like headers.
+            self.stalled_bytes += len(data)
+            if self.stalled_bytes > self.limits.max_header_bytes:
+                self._fail(431, self._header_limit_text())
+                return
         if pending is not None and pending is self.parsing and not pending.method:
             self.raw_header_bytes += len(data)
             if self.raw_header_bytes > self.limits.max_header_bytes:
@@ -250,15 +279,17 @@ class Connection(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        request = Request(self.last_active)  # the time of this read
+        request = Request(self.now)  # the time of this read
         self.parsing = request
-        self.header_bytes = self.raw_header_bytes = 0
+        self.header_bytes = self.raw_header_bytes = self.trailers = 0
+        self.progress = True
         self.requests.append(request)
 
     def on_url(self, url: bytes) -> None:
         request = self.parsing
         assert request is not None
         request.raw_path += url
+        self.progress = True
         self.header_bytes += len(url)
         if self.header_bytes > self.limits.max_header_bytes:
             raise _HeaderLimit(self._header_limit_text())
@@ -266,7 +297,17 @@ class Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         request = self.parsing
         assert request is not None
-        request.headers.append((name.lower(), value))
+        self.progress = True
+        if request.method:
+            # A trailer field (RFC 9110 §6.5): bounded like a header, not merged into the headers.
+            self.trailers += 1
+            if self.trailers > self.limits.max_headers:
+                raise _HeaderLimit(
+                    f"Too many request trailer fields (more than {self.limits.max_headers}); raise "
+                    "--rest_api_max_headers if a proxy adds them"
+                )
+        else:
+            request.headers.append((name.lower(), value))
         if len(request.headers) > self.limits.max_headers:
             raise _HeaderLimit(
                 f"Too many request headers (more than {self.limits.max_headers}); raise "
@@ -281,6 +322,8 @@ class Connection(asyncio.Protocol):
         assert request is not None
         request.method = self.parser.get_method().decode("ascii")
         request.keep_alive = self.parser.should_keep_alive()
+        request.http10 = self.parser.get_http_version() == "1.0"
+        self.progress = True
         path, sep, query = request.raw_path.partition(b"?")
         if sep:
             request.raw_path, request.query = path, query
@@ -289,16 +332,21 @@ class Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         request = self.parsing
         assert request is not None
+        self.progress = True
         request.body.append(body)
-        request.buffered += len(body)
+        request.buffered += len(body) + 64  # (a piece's own cost too: many tiny chunks are not free)
         if request is self.running:
             self._wake_body()
         if request.buffered > _BODY_HIGH_WATER:
             self._pause_reading()  # until the app takes it (receive resumes)
 
+    def on_chunk_header(self) -> None:
+        self.progress = True
+
     def on_message_complete(self) -> None:
         request = self.parsing
         assert request is not None
+        self.progress = True
         request.complete = True
         self.parsing = None
         if request is self.running:
@@ -332,10 +380,19 @@ class Connection(asyncio.Protocol):
             requests.popleft()
             self.running = request
             self.loop.create_task(self._run_app(request))
-        # A pipelined request waits for the one running, unread beyond what has arrived.
-        if self.running is not None and requests:
+        if self.failure is not None:
+            if self.running is None and not requests and not self.closing:
+                # Every request before the one that failed is answered: now its error, and close.
+                assert self.transport is not None
+                self.transport.write(self.failure)
+                self._close()
+            return
+        # A pipelined request waits for the one running (or for the client to read its answers),
+        # unread beyond what has arrived; with nothing to wait for, read on (a request whose headers
+        # are still coming needs the rest of them).
+        if requests and (self.running is not None or self.write_paused):
             self._pause_reading()
-        elif self.running is None and not requests:
+        elif self.running is None and not self.write_paused:
             self._resume_reading()
 
     def _write(self, request: Request, status: int, headers: Headers, body: bytes) -> None:
@@ -343,7 +400,14 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         transport.write(
-            encode_response(status, headers, body, keep_alive=keep_alive, send_body=request.method != "HEAD")
+            encode_response(
+                status,
+                headers,
+                body,
+                keep_alive=keep_alive,
+                send_body=request.method != "HEAD",
+                http10=request.http10,
+            )
         )
         self.last_active = self.loop.time()
         if not keep_alive:
@@ -351,9 +415,12 @@ class Connection(asyncio.Protocol):
 
     async def _run_app(self, request: Request) -> None:
         started: list[Any] = []  # the response start message, until its body comes
-        chunked = False
+        streaming = False
         done = False
-        expect_continue = (b"expect", b"100-continue") in request.headers
+        # (an HTTP/1.0 client's expectation is ignored, RFC 9110 §10.1.1)
+        expect_continue = not request.http10 and any(
+            name == b"expect" and value.lower() == b"100-continue" for name, value in request.headers
+        )
 
         async def receive() -> Message:
             nonlocal expect_continue
@@ -374,7 +441,7 @@ class Connection(asyncio.Protocol):
             return {"type": "http.request", "body": body, "more_body": not request.complete}
 
         async def send(message: Message) -> None:
-            nonlocal chunked, done
+            nonlocal streaming, done
             kind = message["type"]
             transport = self.transport
             if done or transport is None or self.closing:
@@ -387,27 +454,41 @@ class Connection(asyncio.Protocol):
             body = message.get("body", b"")
             more = message.get("more_body", False)
             start = started[0]
-            if not chunked and not more:
-                done = True
+            if not streaming and not more:
                 self._write(request, start["status"], start.get("headers", ()), body)
+                done = True
                 return
-            if not chunked:  # a streamed response: chunked transfer coding
-                chunked = True
+            head_only = request.method == "HEAD"
+            if not streaming:
+                # A streamed response: the chunked coding, or for an HTTP/1.0 client the body as it
+                # comes and then the end of the connection.
+                streaming = True
+                keep_alive = request.keep_alive and not request.http10 and not self.server.stopping
                 head = encode_response(
                     start["status"],
                     start.get("headers", ()),
                     b"",
-                    keep_alive=request.keep_alive,
-                    chunked=True,
+                    keep_alive=keep_alive,
+                    chunked=not request.http10,
+                    length=False,
                 )
+                request.keep_alive = keep_alive
                 transport.write(head)
-            if body:
-                transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+            if body and not head_only:
+                if request.http10:
+                    transport.write(body)
+                else:
+                    transport.write(b"%x\r\n%s\r\n" % (len(body), body))
             if not more:
                 done = True
-                transport.write(b"0\r\n\r\n")
+                if not request.http10 and not head_only:
+                    transport.write(b"0\r\n\r\n")
                 if not (request.keep_alive and request.complete) or self.server.stopping:
                     self._close()
+            elif self.write_paused and not self.closing:
+                # The client reads slower than the app writes: wait for the buffer to drain.
+                self.drain_waiter = self.drain_waiter or self.loop.create_future()
+                await self.drain_waiter
 
         try:
             await self.server.app(self._scope(request), receive, send)
@@ -415,7 +496,7 @@ class Connection(asyncio.Protocol):
             logger.exception("Unexpected error answering %s %r", request.method, request.raw_path)
         finally:
             if not done and not self.closing:
-                if chunked:  # a streamed response cut short: the client sees it end early
+                if streaming:  # a streamed response cut short: the client sees it end early
                     self._close()
                 else:
                     self._write(request, *_INTERNAL)
@@ -459,10 +540,27 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def _fail(self, status: int, message: str) -> None:
-        """Answer a request that cannot be parsed or is over a limit, and close: the stream is lost."""
-        if self.transport is not None and not self.closing and self.running is None:
-            self.transport.write(_error_response(status, message))
-        self._close()
+        """A request that cannot be parsed, or is over a limit: the byte stream is lost from it on.
+        Requests before it that arrived whole are still answered, in order; then its error, and the
+        connection closes (`_next`)."""
+        if self.closing or self.failure is not None:
+            return
+        self.failure = _error_response(status, message)
+        self._pause_reading()
+        self.parsing = None
+        whole = [r for r in self.requests if r.complete]
+        self.requests.clear()
+        self.requests.extend(whole)
+        running = self.running
+        if running is not None and not running.complete:
+            # The request being answered lost the rest of its body: answer it with the error now
+            # (its app sees a disconnect, and anything it sends later is dropped).
+            self.requests.clear()
+            assert self.transport is not None
+            self.transport.write(self.failure)
+            self._close()
+            return
+        self._next()
 
     def _close(self) -> None:
         if not self.closing:
@@ -470,22 +568,42 @@ class Connection(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
         self._wake_body()
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def idle(self) -> bool:
         return self.running is None and not self.requests
 
+    def unstarted(self) -> bool:
+        """Nothing accepted yet: no request running, and none whose headers have all arrived."""
+        return self.running is None and (not self.requests or not self.requests[0].method)
+
     def sweep(self, now: float) -> None:
-        """Close the connection if a timeout passed: headers too slow (408), or idle too long."""
-        if self.closing:
+        """Apply the timeouts: headers too slow (408), a body the app waits for that stopped coming
+        (408), or idle too long (closed)."""
+        if self.closing or self.failure is not None:
             return
+        limits = self.limits
         if self.running is None and self.requests and not self.requests[0].method:
-            if now - self.requests[0].began > self.limits.header_timeout:
+            if now - self.requests[0].began > limits.header_timeout:
                 self._fail(
                     408,
-                    f"The request headers did not arrive within {self.limits.header_timeout:g} s "
+                    f"The request headers did not arrive within {limits.header_timeout:g} s "
                     "(--rest_api_header_timeout_seconds)",
                 )
-        elif self.idle() and now - self.last_active > self.limits.keep_alive_timeout:
+        elif (
+            self.body_waiter is not None
+            and self.running is not None
+            and not self.running.complete
+            and now - self.last_active > limits.body_timeout
+        ):
+            self._fail(
+                408,
+                f"The request body stopped arriving: nothing for {limits.body_timeout:g} s "
+                "(--rest_api_body_timeout_seconds)",
+            )
+        elif self.idle() and now - self.last_active > limits.keep_alive_timeout:
             self._close()
 
 
@@ -526,14 +644,14 @@ class Http1Server:
         if self._sweeper is not None:
             self._sweeper.cancel()
         for connection in list(self.connections):
-            if connection.idle():
+            if connection.unstarted():  # (a request still sending its headers was not accepted)
                 connection._close()
         deadline = self.loop.time() + (0 if force else self.grace)
         while self.connections and self.loop.time() < deadline and not self._forced.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._forced.wait(), 0.05)
             for connection in list(self.connections):
-                if connection.idle():
+                if connection.unstarted():
                     connection._close()
         for connection in list(self.connections):
             connection._close()

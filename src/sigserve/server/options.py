@@ -26,6 +26,7 @@ class ServerOptions:
     rest_api_max_header_bytes: int = 64 * 1024  # request line + headers; more gets 431
     rest_api_max_headers: int = 100  # more gets 431
     rest_api_header_timeout_seconds: float = 30  # a request's headers must arrive within this (else 408)
+    rest_api_body_timeout_seconds: float = 60  # a REST body that stops arriving this long: 408
     rest_api_keep_alive_timeout_seconds: float = 60  # an idle REST connection is closed after this
     max_request_json_depth: int = DEFAULT_MAX_JSON_DEPTH  # REST JSON nesting; deeper bodies get 400
     shutdown_grace_seconds: float = 30.0  # SIGTERM: how long in-flight requests may take to finish

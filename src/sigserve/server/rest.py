@@ -264,19 +264,21 @@ class RestApp:
         for name, value in request.headers:
             if name == b"content-encoding":
                 return None
-            if name == b"authorization":
+            if name == b"authorization" and authorization is None:  # the first, as the ASGI path
                 authorization = value
         if self.auth and not self._token_ok(authorization):
             return None  # the ASGI path answers 401
         body = request.body[0] if len(request.body) == 1 else b"".join(request.body)
-        ctx = CallContext("REST", call.model_name, self.timeout, deadline_message=self._deadline_text)
-        ctx.api = "predict"
+        ctx = CallContext(
+            "REST", "predict", self.timeout, model_name=call.model_name, deadline_message=self._deadline_text
+        )
         if len(body) > self.max_body or not self.service.may_run_inline(len(body), ctx):
             return None
         if self.service.may_await(len(body)):
             return None  # batching on: the ASGI path awaits the batch without holding the loop
         try:
-            out = self._predict(ctx, self._predict_request(call, self._json.parse_predict(body)), True)
+            parsed = self._json.parse_predict(body, max_depth=self.max_json_depth)
+            out = self._predict(ctx, self._predict_request(call, parsed), True)
             if out is None:
                 return None  # the service wants it in the pool after all
             code, status = Code.OK, 200
@@ -399,7 +401,8 @@ class RestApp:
         the loop (`PredictionService.predict_awaited`); a servable that does not batch sends it on to
         the short path or the pool, as without batching."""
         if call.kind == "predict":
-            request = self._predict_request(call, self._json.parse_predict(body))
+            parsed = self._json.parse_predict(body, max_depth=self.max_json_depth)
+            request = self._predict_request(call, parsed)
             result = await self.service.predict_awaited(ctx, request)
             if result is None:
                 out = self._predict(ctx, request, self.service.may_run_inline(len(body), ctx))
@@ -407,7 +410,7 @@ class RestApp:
             inputs = request.inputs
             assert isinstance(inputs, JsonInputs)
             return self._json.encode_predict(result.outputs, inputs.row_format)
-        examples = self._json.parse_examples(body, call.kind)
+        examples = self._json.parse_examples(body, call.kind, max_depth=self.max_json_depth)
         spec = ModelSpec(call.model_name, call.version, call.label, examples.signature_name)
         if call.kind == "classify":
             classified = await self.service.classify_awaited(ctx, spec, examples.input)

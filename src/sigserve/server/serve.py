@@ -288,6 +288,7 @@ def rest_limits(options: ServerOptions) -> http1.Limits:
         max_header_bytes=int(options.rest_api_max_header_bytes),
         max_headers=int(options.rest_api_max_headers),
         header_timeout=float(options.rest_api_header_timeout_seconds),
+        body_timeout=float(options.rest_api_body_timeout_seconds),
         keep_alive_timeout=float(options.rest_api_keep_alive_timeout_seconds),
     )
 

@@ -79,12 +79,13 @@ class V2Routes:
             return None  # not an infer URL seen before (`handle` parses and caches it)
         header = None
         authorization = None
-        for key, value in request.headers:
+        for key, value in request.headers:  # the first of each, as the ASGI path reads them
             if key == _HEADER_LENGTH:
-                header = value
+                if header is None:
+                    header = value
             elif key == b"content-encoding":
                 return None
-            elif key == b"authorization":
+            elif key == b"authorization" and authorization is None:
                 authorization = value
         app = self.app
         if app.auth and not app._token_ok(authorization):
