@@ -63,11 +63,17 @@ def make() -> Iterator[Any]:
         sched.stop()
 
 
+# Every config's queue holds what a test sends at once (24 tasks of up to 8 rows: 192 rows); with
+# TF Serving's default of 10 enqueued batches, 5-row batches hold 50 and the rest is, rightly,
+# refused as UNAVAILABLE "queue ... is full" (a test of its own in test_batching_scheduler.py).
+_QUEUE = " max_enqueued_batches { value: 100 }"
 CONFIGS = [
-    "max_batch_size { value: 16 } batch_timeout_micros { value: 1000 } num_batch_threads { value: 2 }",
-    "max_batch_size { value: 8 } batch_timeout_micros { value: 0 } allowed_batch_sizes: [2, 4, 8]",
+    "max_batch_size { value: 16 } batch_timeout_micros { value: 1000 } num_batch_threads { value: 2 }"
+    + _QUEUE,
+    "max_batch_size { value: 8 } batch_timeout_micros { value: 0 } allowed_batch_sizes: [2, 4, 8]" + _QUEUE,
     "max_batch_size { value: 12 } enable_large_batch_splitting { value: true } "
-    "max_execution_batch_size { value: 5 } allowed_batch_sizes: [2, 5] batch_timeout_micros { value: 500 }",
+    "max_execution_batch_size { value: 5 } allowed_batch_sizes: [2, 5] batch_timeout_micros { value: 500 }"
+    + _QUEUE,
 ]
 
 
