@@ -49,6 +49,16 @@ HPT = "saved_model_half_plus_two_cpu/00000123"
             "--rest_api_port must be a port number, 0-65535 (0 turns it off); got -1",
         ),
         (
+            ["serve", "--model_base_path=/m", "--rest_api_max_header_bytes=0"],
+            1,
+            "--rest_api_max_header_bytes must be above 0 (every request would be refused); e.g. 65536",
+        ),
+        (
+            ["serve", "--model_base_path=/m", "--rest_api_body_timeout_seconds=-1"],
+            1,
+            "--rest_api_body_timeout_seconds must be above 0",
+        ),
+        (
             ["serve", "--model_base_path=/m", "--max_request_json_depth=0"],
             1,
             "--max_request_json_depth must be at least 2 (a request is an object holding a list, "

@@ -173,6 +173,20 @@ def options_from_args(args: argparse.Namespace, environ: dict[str, str] | None =
             "--max_request_json_depth must be at least 2 (a request is an object holding a list, "
             f'{{"instances": [1.0]}}), e.g. 100, the default; got {given["max_request_json_depth"]}'
         )
+    for name, example in (
+        ("rest_api_max_header_bytes", "65536"),
+        ("rest_api_max_headers", "100"),
+        ("rest_api_header_timeout_seconds", "30"),
+        ("rest_api_body_timeout_seconds", "60"),
+        ("rest_api_keep_alive_timeout_seconds", "60"),
+    ):
+        if name in given and not given[name] > 0:
+            from sigserve.errors import invalid_argument
+
+            raise invalid_argument(
+                f"--{name} must be above 0 (every request would be refused); e.g. {example}, the "
+                f"default; got {given[name]}"
+            )
     if "model_name" not in given and env.get("MODEL_NAME"):
         given["model_name"] = env["MODEL_NAME"]
     if "model_base_path" not in given and "model_config_file" not in given and env.get("MODEL_BASE_PATH"):
