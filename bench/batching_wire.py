@@ -171,7 +171,9 @@ def table(points: Points, labels: list[str], apis: list[str]) -> Iterator[str]:
                     continue
                 rps = float(np.median([p.rps for p in got]))
                 cpu = float(np.median([p.cpu_us for p in got]))
-                cells.append(f"{rps:,.0f} ({cpu:,.0f})")
+                errors = sum(p.errors for p in got)
+                # wrk counts a non-2xx answer as a request: a rate of errors is no throughput.
+                cells.append(f"{rps:,.0f} ({cpu:,.0f})" + (f" **{errors:,} errors**" if errors else ""))
             yield f"| {label} | {api} | " + " | ".join(cells) + " |"
 
 

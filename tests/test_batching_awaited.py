@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sigserve.batching import BatchScheduler, parse_batching_parameters
+from sigserve.batching.scheduler import LOOP_WINDOW
 from sigserve.errors import Code, SigserveError
 
 
@@ -31,12 +33,17 @@ class Inner:
         self.hold.set()
         self.entered = threading.Event()
         self.batch_rows: list[int] = []
+        self.threads: list[int] = []  # the thread each batch ran in
+        self.delay = 0.0  # seconds each step takes (the loop lane measures them)
 
     def __call__(
         self, feeds: Mapping[str, Any], fetches: Sequence[str], timeout: float | None = None
     ) -> list[np.ndarray]:
         x = np.asarray(feeds["x"])
         self.batch_rows.append(int(x.shape[0]))
+        self.threads.append(threading.get_ident())
+        if self.delay:
+            time.sleep(self.delay)
         self.entered.set()
         assert self.hold.wait(10)
         out = {"y": x * 3 + 1, "label": np.array([b"r%d" % int(v) for v in x[:, 0]], dtype=object)}
@@ -48,12 +55,18 @@ def expected(x: np.ndarray, fetches: Sequence[str]) -> list[np.ndarray]:
     return [out[f] for f in fetches]
 
 
+def assert_equal(got: list[np.ndarray], want: list[np.ndarray]) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+
+
 @pytest.fixture
 def make() -> Iterator[Any]:
     made: list[BatchScheduler] = []
 
-    def build(text: str) -> tuple[Any, Inner]:
-        sched = BatchScheduler(parse_batching_parameters(text))
+    def build(text: str, **lane: float) -> tuple[Any, Inner]:
+        sched = BatchScheduler(parse_batching_parameters(text), **lane)
         made.append(sched)
         inner = Inner()
         return sched.wrapper()(inner), inner
@@ -221,3 +234,69 @@ def test_rows_without_a_batch_dimension_are_refused_before_the_queue(make: Any) 
 
     assert asyncio.run(main()).code == Code.INVALID_ARGUMENT
     assert inner.batch_rows == []
+
+
+ZERO_TIMEOUT = "max_batch_size { value: 16 } batch_timeout_micros { value: 0 } num_batch_threads { value: 2 }"
+
+
+def test_the_loop_lane_runs_short_steps_on_the_loop_as_one_batch(make: Any) -> None:
+    """`batch_timeout_micros` 0 and steps known to be short: after a window of steps on the batch
+    threads, batches run in the loop's own thread, and every call the loop has read by then joins
+    one batch; the answers are the unbatched ones."""
+    runner, inner = make(ZERO_TIMEOUT)
+
+    async def main() -> tuple[int, list[list[np.ndarray]]]:
+        for i in range(LOOP_WINDOW + 2):  # the history is per queue key: the same fetches as below
+            x = np.array([[float(i)]])
+            assert_equal(await runner.run_awaited({"x": x}, ["y", "label"]), expected(x, ["y", "label"]))
+        inner.batch_rows.clear()
+        inner.threads.clear()
+        xs = [np.array([[float(i)], [float(i + 1)]]) for i in range(6)]
+        answers = await asyncio.gather(*(runner.run_awaited({"x": x}, ["y", "label"]) for x in xs))
+        for x, answer in zip(xs, answers, strict=True):
+            assert_equal(answer, expected(x, ["y", "label"]))
+        return threading.get_ident(), answers
+
+    loop_thread, _ = asyncio.run(main())
+    assert inner.batch_rows == [12]  # the six calls read in one loop iteration: one step
+    assert inner.threads == [loop_thread]
+
+
+def test_a_slow_step_sends_the_loop_lane_back_to_the_batch_threads(make: Any) -> None:
+    runner, inner = make(ZERO_TIMEOUT, loop_stall_seconds=0.02)
+
+    async def main() -> int:
+        x = np.array([[1.0]])
+        for _ in range(LOOP_WINDOW + 1):
+            await runner.run_awaited({"x": x}, ["y"])
+        assert inner.threads[-1] == threading.get_ident()  # on the loop now
+        inner.delay = 0.05  # the model got slower: one step over the stall limit
+        await runner.run_awaited({"x": x}, ["y"])
+        inner.delay = 0.0
+        inner.threads.clear()
+        assert_equal(await runner.run_awaited({"x": x}, ["y"]), expected(x, ["y"]))
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert inner.threads and inner.threads[0] != loop_thread
+
+
+@pytest.mark.parametrize(
+    ("config", "lane"),
+    [
+        (ZERO_TIMEOUT.replace("value: 0 }", "value: 1000 }"), {}),  # the batch waits for company
+        (ZERO_TIMEOUT, {"loop_step_seconds": 0.0}),  # the lane turned off
+    ],
+)
+def test_the_loop_lane_needs_zero_timeout_and_may_be_turned_off(
+    make: Any, config: str, lane: dict[str, float]
+) -> None:
+    runner, inner = make(config, **lane)
+
+    async def main() -> int:
+        for _ in range(3 * LOOP_WINDOW):
+            await runner.run_awaited({"x": np.array([[1.0]])}, ["y"])
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert len(inner.threads) == 3 * LOOP_WINDOW and loop_thread not in inner.threads

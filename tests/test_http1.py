@@ -9,7 +9,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
 import pytest
 
@@ -23,13 +23,24 @@ class EchoApp:
     def __init__(self) -> None:
         self.fast_calls = 0
 
-    def respond_now(self, request: Request) -> Response | None:
+    def respond_now(self, request: Request) -> Response | Awaitable[Response] | None:
         if request.raw_path == b"/fast":
             self.fast_calls += 1
             return 200, ((b"content-type", b"text/plain"),), b"fast"
         if request.raw_path == b"/fast-bug":
             raise RuntimeError("a bug in the fast path")
+        if request.raw_path.startswith(b"/later"):
+            return self._later(request.raw_path)
         return None
+
+    async def _later(self, path: bytes) -> Response:
+        """An answer that awaits (as a request awaiting its batch does): `/later-slow` waits 50 ms,
+        `/later-bug` raises after waiting."""
+        await asyncio.sleep(0.05 if path == b"/later-slow" else 0)
+        if path == b"/later-bug":
+            raise RuntimeError("a bug in an awaited fast path")
+        self.fast_calls += 1
+        return 200, ((b"content-type", b"text/plain"),), path
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         if scope["path"] == "/stream":
@@ -203,6 +214,25 @@ def test_pipelined_requests_are_answered_in_order(server: Running) -> None:
         _, _, body = read_response(s, buffer)
         answers.append(b"/fast" if body == b"fast" else json.loads(body)["path"].encode())
     assert answers == paths
+
+
+def test_awaited_fast_answers_keep_their_turn(server: Running) -> None:
+    """A fast-path answer that awaits holds its place in the pipeline: a slow one is not overtaken
+    by the quick ones behind it, and a bug in one answers 500 and the connection goes on."""
+    s, buffer = connect(server.port), bytearray()
+    paths = [b"/later-slow", b"/later", b"/fast", b"/later-bug", b"/one", b"/later-slow"]
+    s.sendall(b"".join(b"GET " + p + b" HTTP/1.1\r\nHost: t\r\n\r\n" for p in paths))
+    answers = []
+    for _ in paths:
+        status, _, body = read_response(s, buffer)
+        if status == 500:
+            answers.append(b"500")
+        elif body.startswith(b"/later") or body == b"fast":
+            answers.append(b"/fast" if body == b"fast" else body)
+        else:
+            answers.append(json.loads(body)["path"].encode())
+    assert answers == [b"/later-slow", b"/later", b"/fast", b"500", b"/one", b"/later-slow"]
+    assert server.app.fast_calls == 4
 
 
 def test_head_has_no_body(server: Running) -> None:

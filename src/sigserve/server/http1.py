@@ -97,8 +97,9 @@ Response = tuple[int, Headers, bytes]
 class FastPath(Protocol):
     """An app that can answer some complete requests at once, on the loop, without ASGI."""
 
-    def respond_now(self, request: Request) -> Response | None:
-        """The response, or None to run the request as ASGI. Must not block for long."""
+    def respond_now(self, request: Request) -> Response | Awaitable[Response] | None:
+        """The response; or an awaitable of it, for an answer that waits without work on the loop
+        (a request awaiting its batch); or None to run the request as ASGI. Must not block for long."""
 
 
 class _HeaderLimit(Exception):
@@ -375,8 +376,12 @@ class Connection(asyncio.Protocol):
                     response = _INTERNAL
                 if response is not None:
                     requests.popleft()
-                    self._write(request, *response)
-                    continue
+                    if type(response) is tuple:
+                        self._write(request, *response)
+                        continue
+                    self.running = request
+                    self.loop.create_task(self._answer_later(request, response))  # type: ignore[arg-type]
+                    break
             requests.popleft()
             self.running = request
             self.loop.create_task(self._run_app(request))
@@ -412,6 +417,19 @@ class Connection(asyncio.Protocol):
         self.last_active = self.loop.time()
         if not keep_alive:
             self._close()
+
+    async def _answer_later(self, request: Request, pending: Awaitable[Response]) -> None:
+        """A fast-path answer that awaits (`FastPath.respond_now`): written in its turn, as an ASGI
+        answer would be, without an ASGI scope, receive or send."""
+        try:
+            response = await pending
+        except Exception:  # a bug in the app: answer 500 and keep serving
+            logger.exception("Unexpected error answering %s %r", request.method, request.raw_path)
+            response = _INTERNAL
+        if not self.closing:
+            self._write(request, *response)
+        self.running = None
+        self._next()
 
     async def _run_app(self, request: Request) -> None:
         started: list[Any] = []  # the response start message, until its body comes

@@ -248,10 +248,11 @@ class RestApp:
 
     # -- the loop's short path ---------------------------------------------------------------------
 
-    def respond_now(self, request: http1.Request) -> http1.Response | None:
+    def respond_now(self, request: http1.Request) -> http1.Response | Awaitable[http1.Response] | None:
         """A complete, small, plain predict on /v1, answered on the loop without ASGI (`http1.py`
-        asks this first); None for anything else, which the ASGI path below answers. Both end in
-        `_predict`, `_failure` and the service's `record`, so the two answer alike."""
+        asks this first): at once, or with batching on as an awaitable of the answer (the request
+        awaits its batch); None for anything else, which the ASGI path below answers. Both end in
+        `_predict` / `_awaited`, `_failure` and the service's `record`, so the two answer alike."""
         if request.method != "POST" or request.query:
             return None
         if request.raw_path.startswith(b"/v2/"):
@@ -275,7 +276,7 @@ class RestApp:
         if len(body) > self.max_body or not self.service.may_run_inline(len(body), ctx):
             return None
         if self.service.may_await(len(body)):
-            return None  # batching on: the ASGI path awaits the batch without holding the loop
+            return self._answer_awaited(ctx, call, body, path, request.headers)
         try:
             parsed = self._json.parse_predict(body, max_depth=self.max_json_depth)
             out = self._predict(ctx, self._predict_request(call, parsed), True)
@@ -284,6 +285,23 @@ class RestApp:
             code, status = Code.OK, 200
         except Exception as e:
             code, status, out = self._failure(e, ctx, "POST", path, request.headers)
+        self.service.record(ctx, code)
+        return status, self.headers, out
+
+    async def _answer_awaited(
+        self,
+        ctx: CallContext,
+        call: urls.ApiCall,
+        body: bytes,
+        path: str,
+        headers: Sequence[tuple[bytes, bytes]],
+    ) -> http1.Response:
+        """`respond_now`'s answer with batching on: the ASGI path's `_awaited`, without ASGI."""
+        try:
+            out = await self._awaited(ctx, call, body)
+            code, status = Code.OK, 200
+        except Exception as e:
+            code, status, out = self._failure(e, ctx, "POST", path, headers)
         self.service.record(ctx, code)
         return status, self.headers, out
 
