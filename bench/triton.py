@@ -228,7 +228,9 @@ def main() -> int:
         for api in ("REST", "gRPC"):
             c = max(concurrencies)
             ratio = wire.median_rps(points, labels[1], api, c) / wire.median_rps(points, labels[3], api, c)
-            print(f"{api} c={c}: sigserve batching on / Triton dynamic batching = {ratio:.2f}x")
+            failed = sum(p.errors for p in points.get((labels[3], api, c), []))
+            note = f" (not comparable: {failed:,} of Triton's answers were errors)" if failed else ""
+            print(f"{api} c={c}: sigserve batching on / Triton dynamic batching = {ratio:.2f}x{note}")
     print("command: .venv/bin/python bench/triton.py " + " ".join(sys.argv[1:]))
     return 0
 

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 from sigserve.errors import Code, SigserveError, invalid_argument, unavailable
+from sigserve.server import eager
 from sigserve.server.grpc_methods import Method, StreamMethod, call_method, rpc_status
 from sigserve.server.http2 import frames
 from sigserve.server.http2.connection import ServerConnection
@@ -318,14 +319,20 @@ class GrpcConnection(asyncio.Protocol):
         assert isinstance(method, Method)
         ctx = method.context(timeout, call.headers)
         if method.awaited is not None:
-            # Batching on: the call awaits its batch in a task on this loop (then, if its servable
-            # does not batch, goes on to the short path or the pool from there), holding no thread.
-            task = asyncio.get_running_loop().create_task(
-                call_method(method, message, ctx, self.server.executor)
-            )
+            # Batching on: the call awaits its batch on this loop (then, if its servable does not
+            # batch, goes on to the short path or the pool from there), holding no thread. The only
+            # call of its connection is started here, so that on an idle loop its batch runs at
+            # once (`eager.py`); calls that arrive together (one read of a connection with many
+            # streams) start as tasks, so that they meet in one batch.
+            coro = call_method(method, message, ctx, self.server.executor)
+            loop = asyncio.get_running_loop()
+            task = eager.start(loop, coro) if len(self.calls) == 1 else loop.create_task(coro)
             call.future = task
             call.message = None
-            task.add_done_callback(functools.partial(self._pool_done, call))
+            if task.done():
+                self._pool_done(call, task)
+            else:
+                task.add_done_callback(functools.partial(self._pool_done, call))
             return
         if method.inline is not None:
             try:

@@ -34,7 +34,7 @@ import orjson
 
 from sigserve.errors import Code, SigserveError, http_status, invalid_argument
 from sigserve.interfaces import Servable
-from sigserve.server import http1, rest_config, rest_metadata, urls
+from sigserve.server import eager, http1, rest_config, rest_metadata, urls
 from sigserve.server.options import ServerOptions, worker_threads
 from sigserve.service import CallContext, ModelSpec, PredictionService, PredictRequest
 
@@ -276,7 +276,11 @@ class RestApp:
         if len(body) > self.max_body or not self.service.may_run_inline(len(body), ctx):
             return None
         if self.service.may_await(len(body)):
-            return self._answer_awaited(ctx, call, body, path, request.headers)
+            # Batching on: started here; on an idle loop the batch runs at once (`eager.py`).
+            pending = eager.start(
+                asyncio.get_running_loop(), self._answer_awaited(ctx, call, body, path, request.headers)
+            )
+            return pending.result() if pending.done() else pending
         try:
             parsed = self._json.parse_predict(body, max_depth=self.max_json_depth)
             out = self._predict(ctx, self._predict_request(call, parsed), True)
