@@ -16,6 +16,8 @@ CPU per request is counted over its whole process tree (the server and its backe
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import os
 import pathlib
 import shutil
@@ -26,12 +28,14 @@ import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import batching_wire as wire  # noqa: E402
+import numpy as np  # noqa: E402
 from loadgen import free_port, run_h2load, run_wrk, stop  # noqa: E402
 
 BENCH_VENV = ROOT / ".venv-bench"
@@ -56,7 +60,11 @@ class TritonPythonModel:
         y = self.servable.predict({{"x": np.concatenate(xs)}})["y"]
         out, start = [], 0
         for n in sizes:
-            out.append(pb_utils.InferenceResponse([pb_utils.Tensor("y", y[start:start + n])]))
+            # Through DLPack: `pb_utils.Tensor(name, ndarray)` of the stub bundled with pytriton 0.7.0
+            # reads a NumPy 2 array (TensorFlow 2.21 needs NumPy 2) as 0 bytes, and Triton then
+            # answers REST with 500 and gRPC with an empty raw_output_contents (`check` below).
+            part = np.ascontiguousarray(y[start:start + n])
+            out.append(pb_utils.InferenceResponse([pb_utils.Tensor.from_dlpack("y", part.__dlpack__())]))
             start += n
         return out
 """
@@ -145,6 +153,17 @@ class Triton:
             time.sleep(0.5)
 
 
+def _grpcio() -> Any:
+    """The grpcio package: `import grpc` from a script in bench/ finds bench/grpc.py first."""
+    bench = str(ROOT / "bench")
+    saved = sys.path[:]
+    sys.path[:] = [p for p in sys.path if str(pathlib.Path(p or ".").resolve()) != bench]
+    try:
+        return importlib.import_module("grpc")
+    finally:
+        sys.path[:] = saved
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of `pid` and its children (Triton's backend stubs are child processes)."""
     total = wire.process_cpu_seconds(pid)
@@ -160,6 +179,31 @@ class TritonSystem:
     label: str
     server: Triton
     model: str
+
+    def check(self) -> None:
+        """One request each way must come back right (y = x/2 + 2), or the throughput is of errors."""
+        grpc_lib = _grpcio()
+
+        from sigserve.protos import open_inference_pb2 as pb
+
+        url = f"http://127.0.0.1:{self.server.http_port}/v2/models/{self.model}/infer"
+        body = b'{"inputs":[{"name":"x","datatype":"FP32","shape":[1,1],"data":[1.0]}]}'
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as r:
+            answer = json.loads(r.read())
+        assert answer["outputs"][0]["data"] == [2.5], f"{self.label} REST answered {answer}"
+        with grpc_lib.insecure_channel(f"127.0.0.1:{self.server.grpc_port}") as channel:
+            infer = channel.unary_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=pb.ModelInferRequest.SerializeToString,
+                response_deserializer=pb.ModelInferResponse.FromString,
+            )
+            message = pb.ModelInferRequest(model_name=self.model)
+            tensor = message.inputs.add(name="x", datatype="FP32", shape=[1, 1])
+            tensor.contents.fp32_contents.append(1.0)
+            reply = infer(message, timeout=30)
+        got = np.frombuffer(reply.raw_output_contents[0], dtype=np.float32).tolist()
+        assert got == [2.5], f"{self.label} gRPC answered {got}"
 
     def load(self, api: str, concurrency: int, duration: float) -> wire.Point:
         from sigserve.protos import open_inference_pb2 as pb
@@ -210,6 +254,9 @@ def main() -> int:
                 triton = Triton.start(model_repository(tmp, model.base_path / "00000123"))
                 systems.append(TritonSystem("Triton", triton, "half_plus_two_nobatch"))
                 systems.append(TritonSystem("Triton dynamic batching", triton, "half_plus_two"))
+                for system in systems[2:]:
+                    assert isinstance(system, TritonSystem)
+                    system.check()
             points = wire.run(systems, ["REST", "gRPC"], concurrencies, args.duration, args.rounds)  # type: ignore[arg-type]
         finally:
             for system in systems:

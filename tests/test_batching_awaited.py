@@ -300,3 +300,25 @@ def test_the_loop_lane_needs_zero_timeout_and_may_be_turned_off(
 
     loop_thread = asyncio.run(main())
     assert len(inner.threads) == 3 * LOOP_WINDOW and loop_thread not in inner.threads
+
+
+def test_a_lone_call_on_an_idle_loop_is_padded_and_answered_like_a_batch(make: Any) -> None:
+    """On an idle loop the lane runs a lone call at once, without a queue (`_run_solo`): padded to
+    the allowed batch size with its first row, as TF Serving pads, and cut back to its own rows."""
+    runner, inner = make(
+        "max_batch_size { value: 8 } batch_timeout_micros { value: 0 } allowed_batch_sizes: [4, 8] "
+        "num_batch_threads { value: 1 }"
+    )
+
+    async def main() -> int:
+        x = np.array([[5.0]])
+        for _ in range(LOOP_WINDOW + 1):
+            await runner.run_awaited({"x": x}, ["label", "y"])
+        inner.batch_rows.clear()
+        inner.threads.clear()
+        x = np.array([[7.0], [8.0]])
+        assert_equal(await runner.run_awaited({"x": x}, ["label", "y"]), expected(x, ["label", "y"]))
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert inner.batch_rows == [4] and inner.threads == [loop_thread]

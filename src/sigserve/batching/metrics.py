@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -63,14 +64,27 @@ class BatchingMetrics:
             registry=registry,
         )
 
+        # The labelled children, looked up once: `labels()` costs about as much as `observe()`, and
+        # these are recorded for every batch. Bounded by the pool names and max_batch_size.
+        self._queuing: dict[str, Any] = {}
+        self._padding: dict[int, Any] = {}
+
     def observe_queuing(self, thread_pool_name: str, latency_seconds: float) -> None:
-        self.queuing_latency.labels(thread_pool_name).observe(latency_seconds * 1e6)
+        child = self._queuing.get(thread_pool_name)
+        if child is None:
+            child = self._queuing[thread_pool_name] = self.queuing_latency.labels(thread_pool_name)
+        child.observe(latency_seconds * 1e6)
 
     def observe_batch(self, processed_size: int, padding: int) -> None:
         """One run of the wrapped runner on `processed_size` rows, `padding` of them padding."""
         self.wrapped_run_count.inc()
         self.processed_batch_size.observe(processed_size)
-        self.padding_size.labels(str(processed_size)).observe(padding)
+        child = self._padding.get(processed_size)
+        if child is None:
+            if len(self._padding) >= 4096:
+                self._padding.clear()
+            child = self._padding[processed_size] = self.padding_size.labels(str(processed_size))
+        child.observe(padding)
 
 
 _lock = threading.Lock()
