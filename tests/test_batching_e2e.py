@@ -6,7 +6,8 @@ One server per gRPC transport serves the same SavedModel three times (per-model 
 `tf1` batched, `plain` without a `batching_params.pbtxt` (so not batched: the reference, served by the
 fallback from the awaited path), and `wide`, batched with a 10 s batch timeout, so only a full batch
 runs before then. `wide` is served with 2 REST and 2 gRPC threads: 16 concurrent one-row requests can
-fill its batch only if waiting for it costs no thread.
+fill its batch only if waiting for it costs no thread. `zero` is batched with `batch_timeout_micros`
+0, so once its steps are known to be short the loop lane runs its batches in the event loop's thread.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 
+from sigserve.batching.scheduler import LOOP_WINDOW
 from tests import models
 from tests.grpc_servers import grpc_target, tf_stubs
 from tests.servers import ServerProcess, write_model_config
@@ -37,6 +39,7 @@ WIDE = (
     f"max_batch_size {{ value: 16 }} batch_timeout_micros {{ value: {WIDE_TIMEOUT_S * 1_000_000} }} "
     "max_enqueued_batches { value: 100 }\n"
 )
+ZERO = "max_batch_size { value: 16 } batch_timeout_micros { value: 0 } max_enqueued_batches { value: 100 }\n"
 REQUESTS = 54  # 6 of each of the 9 kinds below
 CLIENTS = 16
 
@@ -44,7 +47,7 @@ CLIENTS = 16
 def _model_dirs(base: pathlib.Path) -> dict[str, pathlib.Path]:
     source = models.export_tf1(base / "export").parent  # the model dir, holding version 1
     dirs = {}
-    for name, params in (("tf1", PARAMS), ("plain", None), ("wide", WIDE)):
+    for name, params in (("tf1", PARAMS), ("plain", None), ("wide", WIDE), ("zero", ZERO)):
         target = base / name
         shutil.copytree(source, target)
         if params is not None:
@@ -237,10 +240,15 @@ def assert_close(got: Any, want: Any, where: str = "") -> None:
         assert got == want, (where, got, want)
 
 
-def test_mixed_concurrent_requests_from_every_front_end_equal_unbatched(clients: Clients) -> None:
+@pytest.mark.parametrize("model", ["tf1", "zero"])
+def test_mixed_concurrent_requests_from_every_front_end_equal_unbatched(clients: Clients, model: str) -> None:
+    if model == "zero":  # a window of short steps for each kind's queue: the loop lane takes over
+        for i in range(2 * LOOP_WINDOW * len(KINDS)):
+            KINDS[i % len(KINDS)](clients, model, i)
+
     def both(i: int) -> tuple[Any, Any]:
         kind = KINDS[i % len(KINDS)]
-        return kind(clients, "tf1", i), kind(clients, "plain", i)
+        return kind(clients, model, i), kind(clients, "plain", i)
 
     with ThreadPoolExecutor(CLIENTS) as pool:
         answers = list(pool.map(both, range(REQUESTS)))
