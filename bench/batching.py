@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -268,6 +269,7 @@ def e2e(args: argparse.Namespace) -> int:
         finally:
             for system in systems:
                 system.stop()
+        in_process = None if small else in_process_batched(model, text, max(concurrencies), args)
     labels = [s.label for s in systems]
     print()
     rounds = f"{args.rounds} round(s) x {args.duration:g} s"
@@ -280,8 +282,39 @@ def e2e(args: argparse.Namespace) -> int:
         off = [wire.median_rps(points, labels[0], api, c) for c in concurrencies]
         ratios = [f"c={c}: {a / b:.2f}x" for c, a, b in zip(concurrencies, on, off, strict=True)]
         print(f"{api} batching on / off: " + ", ".join(ratios))
+    if in_process is not None:
+        c = max(concurrencies)
+        print(f"in process, batched, {c} callers, same parameters: {in_process:,.0f} rows/s")
+        for api in ("REST", "gRPC"):
+            wire_rows = wire.median_rps(points, labels[1], api, c)
+            print(f"{api} batching on at c={c} / in process batched = {wire_rows / in_process:.0%}")
     print("command: .venv/bin/python bench/batching.py " + " ".join(sys.argv[1:]))
     return 0
+
+
+def in_process_batched(model: Any, text: str, clients: int, args: argparse.Namespace) -> float:
+    """Rows/s of `clients` threads calling a batched servable in process (the servers are stopped
+    by now): what the wire is measured against, in the same run (median of rounds)."""
+    from sigserve import runtime
+    from sigserve.batching import BatchScheduler, parse_batching_parameters
+
+    version = next(p for p in model.base_path.iterdir() if p.name.isdigit())
+    scheduler = BatchScheduler(parse_batching_parameters(text))
+    servable = runtime.load(
+        str(version), name=model.name, version=int(version.name), runner_wrapper=scheduler.wrapper()
+    )
+    try:
+        row = model.row.reshape(1, -1)
+        rates = []
+        for r in range(args.rounds):
+            calls, _, _ = closed_loop(
+                lambda i: servable.predict({"x": row}), clients, args.duration, 2.0 if r == 0 else 0.5
+            )
+            rates.append(calls / args.duration)
+        return float(np.median(rates))
+    finally:
+        scheduler.stop()
+        servable.close()
 
 
 if __name__ == "__main__":
