@@ -322,3 +322,33 @@ def test_a_lone_call_on_an_idle_loop_is_padded_and_answered_like_a_batch(make: A
 
     loop_thread = asyncio.run(main())
     assert inner.batch_rows == [4] and inner.threads == [loop_thread]
+
+
+def test_a_loop_that_stops_before_its_drain_strands_nothing(make: Any) -> None:
+    """A loop that stops with a loop-lane drain scheduled and not run: later callers of the key from
+    other threads still get a batch thread (which also answers the stranded call's rows)."""
+    runner, _ = make(ZERO_TIMEOUT)
+    x = np.array([[1.0]])
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def warm() -> None:
+        for _ in range(LOOP_WINDOW + 2):
+            await runner.run_awaited({"x": x}, ["y"])
+
+    async def last() -> None:
+        loop = asyncio.get_running_loop()
+        # the loop is busy with this task: the call's drain is scheduled, not run at once
+        tasks.append(loop.create_task(runner.run_awaited({"x": x}, ["y"])))
+        loop.call_soon(loop.stop)
+        await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(warm())
+        tasks.append(loop.create_task(last()))
+        loop.run_forever()
+    finally:
+        loop.close()
+    started = time.monotonic()
+    assert_equal(runner({"x": x}, ["y"], timeout=5.0), expected(x, ["y"]))
+    assert time.monotonic() - started < 1.0

@@ -90,3 +90,28 @@ def test_cancelling_the_task_reaches_the_coroutine() -> None:
         assert seen == ["cancelled"]
 
     asyncio.run(main())
+
+
+def test_a_task_cancelled_before_its_first_step_still_cancels_the_coroutine() -> None:
+    """An RST_STREAM in the same read as its request cancels the task at once: the coroutine's own
+    handlers must see the CancelledError (to withdraw its queued call and count CANCELLED)."""
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        seen: list[str] = []
+
+        async def body() -> None:
+            try:
+                await loop.create_future()
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+
+        future = eager.start(loop, body())
+        future.cancel()  # before the task has taken a step
+        with pytest.raises(asyncio.CancelledError):
+            await future
+        await asyncio.sleep(0)
+        return seen
+
+    assert asyncio.run(main()) == ["cancelled"]

@@ -452,20 +452,23 @@ class _StepHistory:
     def record(self, seconds: float, on_loop: bool, limit: float, stall: float) -> None:
         if on_loop != self.on_loop:  # a step that began before the last switch
             return
+        # Several batch threads record at once, without a lock: a full window is swapped out for a
+        # new list before it is read, so no thread reads a list another is clearing.
         if on_loop and seconds > stall:
             self.on_loop = False
-            self.samples.clear()
+            self.samples = []
             return
         samples = self.samples
         samples.append(seconds)
         if len(samples) < LOOP_WINDOW:
             return
+        self.samples = []
+        window = sorted(samples)
         if on_loop:
-            if sorted(samples)[LOOP_WINDOW // 2] >= 2 * limit:
+            if window[len(window) // 2] >= 2 * limit:
                 self.on_loop = False
-        elif min(samples) < limit:
+        elif window[0] < limit:
             self.on_loop = True
-        samples.clear()
 
 
 def _in_caller_thread(inner: Runner) -> Runner:
@@ -614,6 +617,7 @@ class BatchScheduler:
         try:
             return await future
         except asyncio.CancelledError:
+            future.cancel()  # nobody reads its answer now (thrown in, the future may still be live)
             self._cancel(call)  # the caller is gone: its rows need not run
             raise
         finally:
@@ -688,15 +692,21 @@ class BatchScheduler:
             finally:
                 if queue.is_empty():
                     self._drop(queue)
-            if queue.loop is not None:
-                pass  # a drain is scheduled on a loop: it takes this call too
-            elif loop is not None and self._in_loop_lane(cfg, runner, key):
+            if queue.loop is not None and queue.loop is loop:
+                pass  # a drain is scheduled on this loop: it takes this call too
+            elif (
+                loop is not None
+                and (queue.loop is None or queue.loop.is_closed())  # a closed loop drains nothing
+                and self._in_loop_lane(cfg, runner, key)
+            ):
                 queue.loop = loop
                 if _idle(loop):
                     drain_now = queue
                 else:
                     loop.call_soon(self._drain, queue)
-            elif queue.wants_worker(now):
+            elif queue.loop is not None or queue.wants_worker(now):
+                # Another loop's drain is due: a batch thread may take the batch first, so that a
+                # loop that stops before its drain runs cannot strand the queue.
                 self._cv.notify()
         return call, drain_now
 

@@ -149,6 +149,10 @@ class GrpcConnection(asyncio.Protocol):
         self.calls: dict[int, _Call] = {}
         self.closed = False
         self._flush_scheduled = False
+        # Within one read: whether events follow the one being handled, and how many awaited calls
+        # it started (a call that is not alone in its read starts as a task: see `_run`).
+        self._more_events = False
+        self._awaited_this_read = 0
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -188,6 +192,7 @@ class GrpcConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
+        self._awaited_this_read = 0
         try:
             self._handle(conn.receive_data(data))
             while conn.paused:  # resets to settle before a new stream (see ServerConnection.orphans)
@@ -202,7 +207,9 @@ class GrpcConnection(asyncio.Protocol):
     # -- events ----------------------------------------------------------------------------------
 
     def _handle(self, events: list[Any]) -> None:
-        for event in events:
+        last = len(events) - 1
+        for index, event in enumerate(events):
+            self._more_events = index < last
             kind = type(event)
             if kind is MessageReceived:
                 self._message(event)
@@ -320,13 +327,15 @@ class GrpcConnection(asyncio.Protocol):
         ctx = method.context(timeout, call.headers)
         if method.awaited is not None:
             # Batching on: the call awaits its batch on this loop (then, if its servable does not
-            # batch, goes on to the short path or the pool from there), holding no thread. The only
-            # call of its connection is started here, so that on an idle loop its batch runs at
-            # once (`eager.py`); calls that arrive together (one read of a connection with many
-            # streams) start as tasks, so that they meet in one batch.
+            # batch, goes on to the short path or the pool from there), holding no thread. A call
+            # alone on its connection and in its read is started here, so that on an idle loop its
+            # batch runs at once (`eager.py`); calls that arrive together (one read of a connection
+            # with many streams) start as tasks, so that they meet in one batch.
             coro = call_method(method, message, ctx, self.server.executor)
             loop = asyncio.get_running_loop()
-            task = eager.start(loop, coro) if len(self.calls) == 1 else loop.create_task(coro)
+            alone = len(self.calls) == 1 and not self._more_events and not self._awaited_this_read
+            self._awaited_this_read += 1
+            task = eager.start(loop, coro) if alone else loop.create_task(coro)
             call.future = task
             call.message = None
             if task.done():

@@ -421,15 +421,16 @@ class Connection(asyncio.Protocol):
     async def _answer_later(self, request: Request, pending: Awaitable[Response]) -> None:
         """A fast-path answer that awaits (`FastPath.respond_now`): written in its turn, as an ASGI
         answer would be, without an ASGI scope, receive or send."""
+        response = _INTERNAL
         try:
             response = await pending
         except Exception:  # a bug in the app: answer 500 and keep serving
             logger.exception("Unexpected error answering %s %r", request.method, request.raw_path)
-            response = _INTERNAL
-        if not self.closing:
-            self._write(request, *response)
-        self.running = None
-        self._next()
+        finally:  # also when cancelled: the connection must not wait for this answer forever
+            if not self.closing:
+                self._write(request, *response)
+            self.running = None
+            self._next()
 
     async def _run_app(self, request: Request) -> None:
         started: list[Any] = []  # the response start message, until its body comes
